@@ -1,0 +1,170 @@
+# ctxvm — the one entry point.
+#   make            build build/ctxvm
+#   make run        install what is missing, build, run the examples
+#   make check      install what is missing, build, run every suite; ends "N passed, N failed"
+#   make asan-check the same suites against an ASan+UBSan build
+#   make fuzz       libFuzzer on the assembler (FUZZ_SECONDS, default 60)
+#   make bench      speed, side by side with native C and the OS floor, in one run
+#   make lint       cppcheck on userspace and shared (+ the module's lint when present)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make clean
+
+CC       ?= gcc
+PREFIX   ?= /usr/local
+BUILD    ?= build
+FUZZ_SECONDS ?= 60
+
+KSFT_DIR  := $(BUILD)/kernel-src/linux-source-6.1/tools/testing/selftests
+KSRC_TAR  := /usr/src/linux-source-6.1.tar.xz
+
+WARN     := -Wall -Wextra -Werror
+CSTD     := -std=c11 -D_GNU_SOURCE
+INCLUDES := -Ishared -Iuserspace
+OPT      ?= -O2 -g
+LIBS     := $(shell pkg-config --libs libsodium 2>/dev/null || echo -lsodium) -lseccomp -lcap
+CFLAGS_ALL = $(CSTD) $(OPT) $(WARN) $(INCLUDES) -MMD -MP $(EXTRA_CFLAGS)
+# The 6.1 kselftest harness has unused parameters in its own macros.
+TEST_CFLAGS = $(CFLAGS_ALL) -Wno-unused-parameter -I$(KSFT_DIR)
+
+SRCS      := $(wildcard userspace/*.c) shared/broker.c
+LIB_SRCS  := $(filter-out userspace/main.c,$(SRCS))
+TEST_SRCS := $(wildcard tests/*_test.c)
+
+# Three builds of the same sources: release, test (-DCTXVM_TESTING switches),
+# and ASan+UBSan of the test build.
+define objs
+$(patsubst %.c,$(1)/obj/%.o,$(2))
+endef
+
+REL  := $(BUILD)
+TST  := $(BUILD)/test
+ASAN := $(BUILD)/asan
+
+.PHONY: all run check asan-check fuzz bench lint install clean deps deps-fuzz \
+	headers tests coverage
+all: $(REL)/ctxvm
+
+# ---- objects -------------------------------------------------------------
+$(REL)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(TST)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -DCTXVM_TESTING -c $< -o $@
+
+$(ASAN)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -DCTXVM_TESTING -O1 -fsanitize=address,undefined \
+		-fno-omit-frame-pointer -fno-sanitize-recover=all -c $< -o $@
+
+# ---- libraries and binaries ------------------------------------------------
+$(REL)/libctxvm.a: $(call objs,$(REL),$(LIB_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+$(TST)/libctxvm.a: $(call objs,$(TST),$(LIB_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+$(ASAN)/libctxvm.a: $(call objs,$(ASAN),$(LIB_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(REL)/ctxvm: $(REL)/obj/userspace/main.o $(REL)/libctxvm.a
+	$(CC) $^ $(LIBS) -o $@
+$(TST)/ctxvm: $(TST)/obj/userspace/main.o $(TST)/libctxvm.a
+	$(CC) $^ $(LIBS) -o $@
+$(ASAN)/ctxvm: $(ASAN)/obj/userspace/main.o $(ASAN)/libctxvm.a
+	$(CC) -fsanitize=address,undefined $^ $(LIBS) -o $@
+
+# ---- kselftest headers, from Debian's linux-source-6.1 (never committed) --
+$(KSFT_DIR)/kselftest_harness.h:
+	@test -f $(KSRC_TAR) || { echo "missing $(KSRC_TAR): run tools/install-deps.sh (apt-get install linux-source-6.1)"; exit 1; }
+	@mkdir -p $(BUILD)/kernel-src
+	tar -xJf $(KSRC_TAR) -C $(BUILD)/kernel-src \
+		linux-source-6.1/tools/testing/selftests/kselftest.h \
+		linux-source-6.1/tools/testing/selftests/kselftest_harness.h \
+		linux-source-6.1/scripts/checkpatch.pl \
+		linux-source-6.1/scripts/spelling.txt \
+		linux-source-6.1/scripts/const_structs.checkpatch
+	@touch $@
+headers: $(KSFT_DIR)/kselftest_harness.h
+
+# ---- test binaries (every tests/*_test.c, linked with the test build) ------
+TEST_BINS      := $(patsubst tests/%.c,$(TST)/tests/%,$(TEST_SRCS))
+ASAN_TEST_BINS := $(patsubst tests/%.c,$(ASAN)/tests/%,$(TEST_SRCS))
+
+$(TST)/tests/%: tests/%.c $(TST)/libctxvm.a $(KSFT_DIR)/kselftest_harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -DCTXVM_TESTING $< $(TST)/libctxvm.a $(LIBS) -o $@
+$(ASAN)/tests/%: tests/%.c $(ASAN)/libctxvm.a $(KSFT_DIR)/kselftest_harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -DCTXVM_TESTING -O1 -fsanitize=address,undefined \
+		-fno-omit-frame-pointer -fno-sanitize-recover=all $< $(ASAN)/libctxvm.a $(LIBS) -o $@
+
+tests: $(REL)/ctxvm $(TST)/ctxvm $(TEST_BINS)
+
+# ---- entry points ------------------------------------------------------------
+deps:
+	@tools/install-deps.sh base
+deps-fuzz:
+	@tools/install-deps.sh fuzz
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@tools/run-examples.sh
+
+check: deps
+	@$(MAKE) --no-print-directory tests
+	@CTXVM=$(REL)/ctxvm CTXVM_TEST=$(TST)/ctxvm tools/run-tests.sh $(TEST_BINS)
+
+asan-check: deps
+	@$(MAKE) --no-print-directory $(ASAN)/ctxvm $(ASAN_TEST_BINS)
+	@CTXVM=$(ASAN)/ctxvm CTXVM_TEST=$(ASAN)/ctxvm \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		tools/run-tests.sh $(ASAN_TEST_BINS)
+
+FUZZ_CFLAGS := $(CSTD) -g -O1 $(INCLUDES) -fsanitize=fuzzer,address,undefined
+FUZZ_SRCS := $(filter-out userspace/main.c,$(SRCS))
+$(BUILD)/fuzz/asm_fuzz: tests/fuzz/asm_fuzz.c $(FUZZ_SRCS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $^ $(LIBS) -o $@
+fuzz: deps-fuzz
+	@$(MAKE) --no-print-directory $(BUILD)/fuzz/asm_fuzz
+	@mkdir -p $(BUILD)/fuzz/corpus
+	@find tests/conformance examples -name '*.masm' -exec cp {} $(BUILD)/fuzz/corpus/ \;
+	$(BUILD)/fuzz/asm_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+		-artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus
+
+$(BUILD)/bench/floor: tests/bench/floor.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) -O2 $(WARN) $< -o $@
+$(BUILD)/bench/fib_native: tests/bench/fib_native.c shared/field.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) -O2 $(WARN) $(INCLUDES) $< -o $@
+bench: deps all $(BUILD)/bench/floor $(BUILD)/bench/fib_native
+	@tools/bench.sh
+
+# Branch coverage of the broker core by its unit suite (gcov).
+coverage: $(KSFT_DIR)/kselftest_harness.h
+	@rm -rf $(BUILD)/coverage && mkdir -p $(BUILD)/coverage
+	$(CC) $(TEST_CFLAGS) -O0 --coverage -DCTXVM_COVERAGE tests/broker_test.c shared/broker.c \
+		-o $(BUILD)/coverage/broker_test
+	@cd $(BUILD)/coverage && ./broker_test >/dev/null
+	@gcov -b -o $(BUILD)/coverage $(BUILD)/coverage/broker_test-broker.gcno 2>/dev/null | \
+		sed -n "/File 'shared\/broker.c'/,/^$$/p"
+	@mv -f broker.c.gcov $(BUILD)/coverage/ 2>/dev/null; rm -f *.gcov
+	@echo "annotated source: $(BUILD)/coverage/broker.c.gcov"
+
+lint:
+	@command -v cppcheck >/dev/null || tools/install-deps.sh lint
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability \
+		--inline-suppr -D__GNUC__ -Ishared -Iuserspace userspace shared
+	@if [ -f mk/kmod.mk ]; then $(MAKE) --no-print-directory -f mk/kmod.mk lint-kmod; fi
+
+install: $(REL)/ctxvm
+	install -D -m 0755 $(REL)/ctxvm $(DESTDIR)$(PREFIX)/bin/ctxvm
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The `user` backend under attack (built with -DCTXVM_TESTING): with the
+ * interpreter's own limits switched off the OS still stops a context; a
+ * context that makes a forbidden syscall, crashes, lies to the broker or
+ * hangs fails alone; and no run leaves a process or an fd behind.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "asm.h"
+#include "broker_user.h"
+#include "interp.h"
+#include "kselftest_harness.h"
+
+static const char CALL_P[] =
+	"proc.p\n  push.1 drop\nend\n"
+	"begin\n  call.p\nend\n";
+
+/* delegatecall with 100000 gas: leaves [flag, 7] */
+static const char DELEGATE_P[] =
+	"proc.p\n  push.1 drop\nend\n"
+	"begin\n  push.7 push.100000 delegatecall.p\n  movup.2 drop movup.2 drop\nend\n";
+
+static const char SPIN_IN_CALL[] =
+	"proc.spin\n  push.1\n  while.true\n    push.1\n  end\nend\n"
+	"begin\n  call.spin\nend\n";
+
+static const char HOG_IN_CALL[] =
+	"proc.hog\n  push.0\n  push.1\n  while.true\n"
+	"    push.1 dup.1 mem_store\n"          /* touch one cell per page */
+	"    add.1024 dup push.4294967000 lt\n  end\n  drop\nend\n"
+	"begin\n  call.hog\nend\n";
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n - 1;   /* the DIR's own fd */
+}
+
+static bool has_children(void)
+{
+	return !(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
+}
+
+static enum ctx_error_kind run_src(const char *src, uint64_t gas, uint64_t mem,
+				   struct run_result *res)
+{
+	struct asm_options aopts = { 0 };
+	struct asm_diags diags = { 0 };
+	struct ctx_program *prog = NULL;
+	struct run_options opts = { .gas = gas, .mem_limit = mem, .timeout_ms = 20000 };
+	enum ctx_error_kind err;
+
+	if (ctx_assemble_source("test.masm", src, strlen(src), &aopts, &prog, &diags) != 0) {
+		fprintf(stderr, "%s", diags.text ? diags.text : "assembly failed\n");
+		asm_diags_free(&diags);
+		memset(res, 0, sizeof(*res));
+		res->error = CTX_E_SystemError;
+		return CTX_E_SystemError;
+	}
+	asm_diags_free(&diags);
+	err = ctx_run_user(prog, &opts, res);
+	ctx_program_free(prog);
+	return err;
+}
+
+FIXTURE(iso) {
+	struct run_result res;
+	int fds_before;
+};
+
+FIXTURE_SETUP(iso)
+{
+	ctx_test = (struct ctx_test_switches){ .attack_syscall = -1 };
+	self->fds_before = count_fds();
+	memset(&self->res, 0, sizeof(self->res));
+}
+
+FIXTURE_TEARDOWN(iso)
+{
+	/* Nothing left behind by any case: no process, no fd. */
+	EXPECT_FALSE(has_children());
+	EXPECT_EQ(self->fds_before, count_fds());
+	run_result_free(&self->res);
+}
+
+TEST_F(iso, honest_call_runs_in_its_own_process)
+{
+	EXPECT_EQ(CTX_OK, run_src(CALL_P, 1 << 20, 1 << 24, &self->res));
+	EXPECT_EQ(2u, self->res.contexts);
+}
+
+TEST_F(iso, os_cpu_budget_stops_a_loop_the_interpreter_does_not_count)
+{
+	ctx_test.no_gas_count = true;
+	EXPECT_EQ(CTX_E_OutOfGas, run_src(SPIN_IN_CALL, 2000000, 1 << 24, &self->res));
+	EXPECT_NE(NULL, strstr(self->res.message, "CPU"));
+}
+
+TEST_F(iso, interpreter_counts_gas_when_on)
+{
+	EXPECT_EQ(CTX_E_OutOfGas, run_src(SPIN_IN_CALL, 2000000, 1 << 24, &self->res));
+	EXPECT_EQ(NULL, strstr(self->res.message, "CPU"));
+}
+
+TEST_F(iso, os_memory_limit_stops_what_the_interpreter_does_not_count)
+{
+	ctx_test.no_mem_count = true;
+	EXPECT_EQ(CTX_E_MemoryLimitExceeded, run_src(HOG_IN_CALL, 1ull << 30, 16 << 20, &self->res));
+}
+
+TEST_F(iso, interpreter_counts_memory_when_on)
+{
+	EXPECT_EQ(CTX_E_MemoryLimitExceeded, run_src(HOG_IN_CALL, 1ull << 30, 16 << 20, &self->res));
+}
+
+#define ATTACK(name_, nr_)                                                          \
+	TEST_F(iso, attack_##name_##_is_a_sandbox_violation)                        \
+	{                                                                           \
+		ctx_test.attack_syscall = (nr_);                                    \
+		EXPECT_EQ(CTX_E_SandboxViolation,                                   \
+			  run_src(CALL_P, 1 << 20, 1 << 24, &self->res));           \
+		EXPECT_NE(NULL, strstr(self->res.message, #name_));                 \
+	}
+ATTACK(openat, SYS_openat)
+ATTACK(socket, SYS_socket)
+ATTACK(fork, SYS_fork)
+ATTACK(ptrace, SYS_ptrace)
+ATTACK(kill, SYS_kill)
+ATTACK(execve, SYS_execve)
+
+TEST_F(iso, a_violation_inside_a_delegatecall_fails_alone)
+{
+	ctx_test.attack_syscall = SYS_openat;
+	ASSERT_EQ(CTX_OK, run_src(DELEGATE_P, 1 << 20, 1 << 24, &self->res));
+	EXPECT_EQ(0u, self->res.stack[0]);      /* guarded failure flag */
+	EXPECT_EQ(7u, self->res.stack[1]);      /* the delegator's input is back */
+}
+
+TEST_F(iso, a_crash_is_named)
+{
+	ctx_test.crash_signal = SIGSEGV;
+	EXPECT_EQ(CTX_E_ContextCrashed, run_src(CALL_P, 1 << 20, 1 << 24, &self->res));
+	EXPECT_NE(NULL, strstr(self->res.message, "SIGSEGV"));
+}
+
+TEST_F(iso, a_crash_inside_a_delegatecall_fails_alone)
+{
+	ctx_test.crash_signal = SIGABRT;
+	ASSERT_EQ(CTX_OK, run_src(DELEGATE_P, 1 << 20, 1 << 24, &self->res));
+	EXPECT_EQ(0u, self->res.stack[0]);
+}
+
+#define LIAR(name_, how_)                                                           \
+	TEST_F(iso, endpoint_##name_##_fails_the_call)                              \
+	{                                                                           \
+		ctx_test.endpoint = (how_);                                         \
+		EXPECT_EQ(CTX_E_ContextCrashed,                                     \
+			  run_src(CALL_P, 1 << 20, 1 << 24, &self->res));           \
+	}                                                                           \
+	TEST_F(iso, endpoint_##name_##_inside_a_delegatecall_fails_alone)           \
+	{                                                                           \
+		ctx_test.endpoint = (how_);                                         \
+		ASSERT_EQ(CTX_OK, run_src(DELEGATE_P, 1 << 20, 1 << 24, &self->res)); \
+		EXPECT_EQ(0u, self->res.stack[0]);                                  \
+		EXPECT_EQ(7u, self->res.stack[1]);                                  \
+	}
+LIAR(garbage, TEST_ENDPOINT_GARBAGE)
+LIAR(close, TEST_ENDPOINT_CLOSE)
+LIAR(lie_gas, TEST_ENDPOINT_LIE_GAS)
+
+TEST_F(iso, endpoint_return_twice_is_refused)
+{
+	/* The first return is honest; the second comes from a process that owns no frame. */
+	ctx_test.endpoint = TEST_ENDPOINT_RETURN_TWICE;
+	EXPECT_EQ(CTX_OK, run_src(CALL_P, 1 << 20, 1 << 24, &self->res));
+}
+
+TEST_F(iso, a_context_that_never_answers_ends_with_the_timeout)
+{
+	struct asm_options aopts = { 0 };
+	struct asm_diags diags = { 0 };
+	struct ctx_program *prog = NULL;
+	struct run_options opts = { .gas = 1 << 20, .mem_limit = 1 << 24, .timeout_ms = 1000 };
+
+	ctx_test.endpoint = TEST_ENDPOINT_HANG;
+	ASSERT_EQ(0, ctx_assemble_source("t.masm", CALL_P, strlen(CALL_P), &aopts, &prog, &diags));
+	EXPECT_EQ(CTX_E_SystemError, ctx_run_user(prog, &opts, &self->res));
+	EXPECT_NE(NULL, strstr(self->res.message, "timeout"));
+	ctx_program_free(prog);
+	asm_diags_free(&diags);
+}
+
+TEST_HARNESS_MAIN

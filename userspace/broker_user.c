@@ -1,0 +1,590 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The embedded broker (`--backend user`): the runner's poll loop.  It owns
+ * the session (shared/broker.c keeps the frames), talks to every context
+ * process over its own SOCK_SEQPACKET endpoint, and asks the fork server for
+ * a fresh locked-down process for every call, dyncall and delegatecall.
+ *
+ * Only one context runs at a time; the others wait in their own CALL.  The
+ * loop still polls every endpoint, so a waiting process that dies (killed
+ * from outside) is noticed at once.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../shared/broker.h"
+#include "../shared/ctxvm_uapi.h"
+#include "broker_user.h"
+#include "forkserver.h"
+#include "interp_core.h"
+#include "sandbox.h"
+
+#define NSLOTS (CTX_CALL_DEPTH_LIMIT + 1)
+#define MEMORY_EXIT 6           /* ctxproc: could not make its memory */
+
+struct slot {
+	int fd;                 /* -1: free */
+	pid_t pid;
+	bool violation;         /* it reported a blocked syscall */
+	uint64_t violation_nr;
+};
+
+struct ubroker {
+	const struct ctx_program *prog;
+	const struct run_options *opts;
+	struct run_result *res;
+	struct forkserver fs;
+	struct ctxvm_session_core core;
+	struct ctxvm_frame frames[CTX_CALL_DEPTH_LIMIT];
+	uint32_t call_pc[CTX_CALL_DEPTH_LIMIT];    /* the CALL that pushed frame i */
+	uint32_t proc[CTX_CALL_DEPTH_LIMIT];
+	long trace_node[CTX_CALL_DEPTH_LIMIT];
+	struct slot slots[NSLOTS];
+	bool done;
+	enum ctx_error_kind result;
+	uint64_t deadline_ns;
+};
+
+static void set_error(struct ubroker *ub, enum ctx_error_kind kind, const char *msg)
+{
+	if (ub->res->error != CTX_OK)
+		return;
+	ub->res->error = kind;
+	snprintf(ub->res->message, sizeof(ub->res->message), "%s", msg);
+}
+
+static void backtrace_push(struct ubroker *ub, uint64_t ctx_id, uint32_t kind, uint32_t pc)
+{
+	struct run_result *res = ub->res;
+	struct backtrace_entry *bt = realloc(res->backtrace, (res->nbacktrace + 1) * sizeof(*bt));
+
+	if (!bt)
+		return;
+	res->backtrace = bt;
+	bt[res->nbacktrace++] = (struct backtrace_entry){
+		.ctx_id = ctx_id,
+		.kind = (enum ctx_frame_kind)kind,
+		.proc = ctx_program_proc_at(ub->prog, pc),
+		.pc = pc,
+	};
+}
+
+/* Frames [0, top] as a backtrace, innermost first, starting at pc in the top one. */
+static void record_backtrace(struct ubroker *ub, uint32_t top, uint32_t pc)
+{
+	ub->res->nbacktrace = 0;
+	for (uint32_t i = top + 1; i-- > 0;) {
+		backtrace_push(ub, ub->frames[i].ctx_id, ub->frames[i].kind, pc);
+		pc = ub->call_pc[i];
+	}
+}
+
+static long trace_open(struct ubroker *ub, uint32_t depth, uint32_t kind, uint32_t proc,
+		       uint64_t ctx_id, uint64_t gas_limit)
+{
+	struct run_result *res = ub->res;
+	struct trace_node *t;
+
+	if (!ub->opts->trace)
+		return -1;
+	t = realloc(res->trace, (res->ntrace + 1) * sizeof(*t));
+	if (!t)
+		return -1;
+	res->trace = t;
+	t[res->ntrace] = (struct trace_node){
+		.depth = depth, .kind = (enum ctx_frame_kind)kind, .proc = proc, .ctx_id = ctx_id,
+		.gas_limit = gas_limit, .wall_ns = now_ns(),
+	};
+	return (long)res->ntrace++;
+}
+
+static void trace_close(struct ubroker *ub, uint32_t frame, uint64_t used, enum ctx_error_kind outcome)
+{
+	long n = ub->trace_node[frame];
+
+	if (n < 0)
+		return;
+	ub->res->trace[n].gas_used = used;
+	ub->res->trace[n].wall_ns = now_ns() - ub->res->trace[n].wall_ns;
+	ub->res->trace[n].outcome = outcome;
+}
+
+static void send_msg(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *m)
+{
+	struct slot *s = &ub->slots[owner];
+
+	/* A dead peer shows up as EOF in the poll loop; nothing to do here. */
+	if (s->fd >= 0)
+		(void)send(s->fd, m, sizeof(*m), MSG_NOSIGNAL);
+}
+
+static void release_slot(struct ubroker *ub, uint64_t owner, struct reaped *how)
+{
+	struct slot *s = &ub->slots[owner];
+	struct reaped dummy;
+
+	if (s->fd < 0)
+		return;
+	close(s->fd);
+	s->fd = -1;
+	if (forkserver_reap(&ub->fs, s->pid, how ? how : &dummy) < 0 && how)
+		how->status = -1;
+}
+
+static int64_t new_slot(struct ubroker *ub, uint64_t gas_limit)
+{
+	int sv[2];
+
+	for (uint64_t i = 1; i < NSLOTS; i++) {
+		struct slot *s = &ub->slots[i];
+
+		if (s->fd >= 0)
+			continue;
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+			return -1;
+		s->pid = forkserver_spawn(&ub->fs, sv[1], gas_limit);
+		close(sv[1]);
+		if (s->pid <= 0) {
+			close(sv[0]);
+			return -1;
+		}
+		s->fd = sv[0];
+		s->violation = false;
+		return (int64_t)i;
+	}
+	return -1;
+}
+
+/*
+ * A frame failed: record the error, let the core unwind, clean up what was
+ * popped, and tell the survivors.  `reporter_left` is true when the failing
+ * frame's activation already ended in its process (a FAIL message) rather
+ * than waiting in a CALL or being dead.
+ */
+static void unwind_failure(struct ubroker *ub, uint64_t owner, bool died, uint64_t used,
+			   bool reporter_left)
+{
+	struct ctxvm_unwind u;
+	uint32_t old_depth = ub->core.depth;
+	uint64_t abandon = 0;
+	enum ctx_error_kind kind = ub->res->error;
+	int st = died ? ctxvm_core_abort(&ub->core, owner, &u)
+		      : ctxvm_core_fail(&ub->core, owner, used, &u);
+
+	if (st != CTXVM_B_OK) {
+		set_error(ub, CTX_E_SystemError, "broker: unwinding was refused");
+		ub->done = true;
+		return;
+	}
+	for (uint32_t i = old_depth; i-- > ub->core.depth;) {
+		struct ctxvm_frame *f = &ub->frames[i];
+
+		trace_close(ub, i, i == old_depth - 1 ? used : f->gas_limit, kind);
+		if (f->owner != 0)
+			release_slot(ub, f->owner, NULL);
+		else if (!(reporter_left && i == old_depth - 1))
+			abandon++;
+	}
+	if (u.session_failed) {
+		ub->done = true;
+		ub->result = kind;
+		return;
+	}
+	if (abandon)
+		send_msg(ub, 0, &(struct ctxvm_msg){
+			.type = CTXVM_MSG_RESULT, .status = CTXVM_RESULT_ABORT, .gas_arg = abandon });
+	/* Every delegatecall popped rolls back its journal, innermost first. */
+	for (uint32_t i = old_depth; i-- > ub->core.depth;)
+		if (ub->frames[i].guarded)
+			send_msg(ub, 0, &(struct ctxvm_msg){
+				.type = CTXVM_MSG_GUARD_END, .status = 1,
+				.fmp = ub->frames[i].fmp0_saved });
+	send_msg(ub, u.resume_owner, &(struct ctxvm_msg){
+		.type = CTXVM_MSG_RESULT, .status = CTXVM_RESULT_GUARD_FAILED, .gas = u.gas_used });
+	/* Caught: the run goes on. */
+	ub->res->error = CTX_OK;
+	ub->res->message[0] = '\0';
+	ub->res->nbacktrace = 0;
+}
+
+static void fail_frame(struct ubroker *ub, uint64_t owner, enum ctx_error_kind kind,
+		       const char *msg, uint32_t pc, uint64_t used, bool reporter_left)
+{
+	set_error(ub, kind, msg);
+	record_backtrace(ub, ub->core.depth - 1, pc);
+	unwind_failure(ub, owner, false, used, reporter_left);
+}
+
+static const char *signal_name(int sig)
+{
+	const char *name = sigabbrev_np(sig);
+	static char buf[32];
+
+	snprintf(buf, sizeof(buf), "SIG%s", name ? name : "?");
+	return buf;
+}
+
+/* The process behind `owner` is gone or broke the protocol: find out why, then unwind. */
+static void context_died(struct ubroker *ub, uint64_t owner, const char *why)
+{
+	struct slot *s = &ub->slots[owner];
+	struct reaped how = { .status = -1 };
+	bool violation = s->violation;
+	uint64_t nr = s->violation_nr;
+	char msg[512];
+	enum ctx_error_kind kind;
+	uint32_t i;
+
+	for (i = 0; i < ub->core.depth; i++)
+		if (ub->frames[i].owner == owner)
+			break;
+	if (owner == 0) {
+		close(s->fd);
+		s->fd = -1;
+		forkserver_reap(&ub->fs, s->pid, &how);
+	} else {
+		release_slot(ub, owner, &how);
+	}
+	if (violation) {
+		kind = CTX_E_SandboxViolation;
+		snprintf(msg, sizeof(msg), "context blocked by the sandbox: syscall %s",
+			 sandbox_syscall_name(nr));
+	} else if (how.status >= 0 && WIFSIGNALED(how.status) &&
+		   (WTERMSIG(how.status) == SIGXCPU ||
+		    (WTERMSIG(how.status) == SIGKILL && i < ub->core.depth &&
+		     how.cpu_ns >= sandbox_cpu_budget_ns(ub->frames[i].gas_limit)))) {
+		kind = CTX_E_OutOfGas;
+		snprintf(msg, sizeof(msg), "context killed after %.3f s of CPU time (its gas budget)",
+			 (double)how.cpu_ns / 1e9);
+	} else if (how.status >= 0 && WIFSIGNALED(how.status)) {
+		kind = CTX_E_ContextCrashed;
+		snprintf(msg, sizeof(msg), "context killed by %s", signal_name(WTERMSIG(how.status)));
+	} else if (how.status >= 0 && WIFEXITED(how.status) &&
+		   WEXITSTATUS(how.status) == MEMORY_EXIT) {
+		kind = CTX_E_MemoryLimitExceeded;
+		snprintf(msg, sizeof(msg), "context ran out of memory");
+	} else {
+		kind = CTX_E_ContextCrashed;
+		snprintf(msg, sizeof(msg), "context %s", why);
+	}
+	if (i == ub->core.depth) {
+		/* It held no frame (already popped): nothing to unwind. */
+		return;
+	}
+	set_error(ub, kind, msg);
+	record_backtrace(ub, ub->core.depth - 1, ub->call_pc[ub->core.depth - 1]);
+	unwind_failure(ub, owner, true, 0, false);
+}
+
+static void start_frame(struct ubroker *ub, const struct ctxvm_call_grant *g, uint32_t kind,
+			uint32_t proc, uint32_t pc, uint32_t budget, const void *window)
+{
+	uint32_t idx = ub->core.depth - 1;
+	struct ctxvm_msg run = {
+		.type = CTXVM_MSG_RUN, .kind = kind, .proc = proc, .gas = g->gas_limit,
+		.fmp = g->fmp, .ctx_id = g->ctx_id, .budget = budget,
+	};
+
+	ub->call_pc[idx] = pc;
+	ub->proc[idx] = proc;
+	ub->trace_node[idx] = trace_open(ub, idx, kind, proc, g->ctx_id, g->gas_limit);
+	memcpy(run.window, window, sizeof(run.window));
+	if (kind == CTXVM_FRAME_DELEGATECALL || kind == CTXVM_FRAME_DYNDELEGATECALL)
+		send_msg(ub, 0, &(struct ctxvm_msg){ .type = CTXVM_MSG_GUARD_BEGIN });
+	send_msg(ub, g->owner, &run);
+}
+
+static void on_call(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *m)
+{
+	struct ctxvm_call_request req = {
+		.kind = (ctx_u32)m->kind, .gas_remaining = m->gas, .gas_arg = m->gas_arg,
+		.requester_fmp = m->fmp,
+	};
+	struct ctxvm_call_grant g;
+	const struct ctxvm_frame *top = ctxvm_core_top(&ub->core);
+	bool guarded = m->kind == CTXVM_FRAME_DELEGATECALL || m->kind == CTXVM_FRAME_DYNDELEGATECALL;
+	uint64_t used_so_far;
+	int64_t slot = 0;
+	char where[256], msg[512];
+	int st;
+
+	if (m->proc >= ub->prog->nprocs || m->budget < CTX_STACK_MIN || m->budget > CTX_STACK_DEPTH_LIMIT ||
+	    memcmp(m->digest, ub->prog->procs[m->proc].digest, sizeof(m->digest)) != 0) {
+		context_died(ub, owner, "sent a malformed call");
+		return;
+	}
+	memcpy(req.target, m->digest, sizeof(req.target));
+	if (m->kind != CTXVM_FRAME_SYSCALL && m->kind <= CTXVM_FRAME_KIND_MAX &&
+	    m->kind >= CTXVM_FRAME_CALL && ub->core.depth < ub->core.capacity &&
+	    top && top->owner == owner) {
+		uint64_t limit = m->gas;
+
+		if (guarded) {
+			limit -= limit / 64;
+			if (m->gas_arg < limit)
+				limit = m->gas_arg;
+		}
+		slot = new_slot(ub, limit);
+		if (slot < 0) {
+			set_error(ub, CTX_E_SystemError, "broker: could not start a context process");
+			ub->done = true;
+			return;
+		}
+	}
+	req.new_owner = (uint64_t)slot;
+	st = ctxvm_core_call(&ub->core, owner, &req, &g);
+	if (st == CTXVM_B_OK) {
+		start_frame(ub, &g, (uint32_t)m->kind, (uint32_t)m->proc, (uint32_t)m->pc,
+			    (uint32_t)m->budget, m->window);
+		return;
+	}
+	if (slot > 0)
+		release_slot(ub, (uint64_t)slot, NULL);
+	if (st == CTXVM_B_NOT_OWNER || st == CTXVM_B_BAD_KIND || st == CTXVM_B_GAS) {
+		context_died(ub, owner, "broke the protocol");
+		return;
+	}
+	/* A refused call is the requester's failure, like any other. */
+	ctx_format_location(ub->prog, (uint32_t)m->pc, where, sizeof(where));
+	used_so_far = top->gas_limit - m->gas;
+	if (st == CTXVM_B_SYSCALL_IN_KERNEL) {
+		snprintf(msg, sizeof(msg), "%s: syscall to %s while a syscall is executing", where,
+			 ub->prog->procs[m->proc].name);
+		fail_frame(ub, owner, CTX_E_SyscallInKernel, msg, (uint32_t)m->pc, used_so_far, false);
+	} else if (st == CTXVM_B_NOT_KERNEL_TARGET) {
+		snprintf(msg, sizeof(msg), "%s: %s is not exported by the kernel", where,
+			 ub->prog->procs[m->proc].name);
+		fail_frame(ub, owner, CTX_E_SyscallTargetNotInKernel, msg, (uint32_t)m->pc,
+			   used_so_far, false);
+	} else if (st == CTXVM_B_DEPTH && guarded) {
+		/* A delegatecall that cannot start fails guarded, in place. */
+		send_msg(ub, owner, &(struct ctxvm_msg){
+			.type = CTXVM_MSG_RESULT, .status = CTXVM_RESULT_GUARD_FAILED });
+	} else if (st == CTXVM_B_DEPTH) {
+		snprintf(msg, sizeof(msg), "%s: more than %d nested contexts", where,
+			 CTX_CALL_DEPTH_LIMIT);
+		fail_frame(ub, owner, CTX_E_CallDepthExceeded, msg, (uint32_t)m->pc, used_so_far, false);
+	} else {
+		set_error(ub, CTX_E_SystemError, "broker: call refused");
+		ub->done = true;
+	}
+}
+
+static void on_return(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *m)
+{
+	struct ctxvm_unwind u;
+	uint32_t idx = ub->core.depth - 1;
+	int st = ctxvm_core_return(&ub->core, owner, m->gas, &u);
+
+	if (st != CTXVM_B_OK) {
+		context_died(ub, owner, st == CTXVM_B_GAS ? "reported more gas than it had"
+							   : "returned out of turn");
+		return;
+	}
+	trace_close(ub, idx, m->gas, CTX_OK);
+	if (owner != 0)
+		release_slot(ub, owner, NULL);
+	if (u.popped_guarded)
+		send_msg(ub, 0, &(struct ctxvm_msg){
+			.type = CTXVM_MSG_GUARD_END, .status = 0, .fmp = u.fmp0_restore });
+	{
+		struct ctxvm_msg r = { .type = CTXVM_MSG_RESULT, .status = CTXVM_RESULT_OK, .gas = m->gas };
+
+		memcpy(r.window, m->window, sizeof(r.window));
+		send_msg(ub, u.resume_owner, &r);
+	}
+}
+
+static void on_message(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *m)
+{
+	const struct ctxvm_frame *top = ctxvm_core_top(&ub->core);
+	char text[sizeof(m->text) + 1];
+
+	switch (m->type) {
+	case CTXVM_MSG_CALL:
+		on_call(ub, owner, m);
+		return;
+	case CTXVM_MSG_RETURN:
+		on_return(ub, owner, m);
+		return;
+	case CTXVM_MSG_FAIL:
+		if (!top || top->owner != owner || m->kind == CTX_OK || m->kind >= CTX_E__COUNT ||
+		    m->gas > top->gas_limit) {
+			context_died(ub, owner, "sent a malformed failure");
+			return;
+		}
+		memcpy(text, m->text, sizeof(m->text));
+		text[sizeof(m->text)] = '\0';
+		fail_frame(ub, owner, (enum ctx_error_kind)m->kind, text, (uint32_t)m->pc, m->gas, true);
+		return;
+	case CTXVM_MSG_CALLER: {
+		struct ctxvm_msg r = { .type = CTXVM_MSG_CALLER_REPLY };
+		ctx_u64 digest[4];
+
+		if (ctxvm_core_caller(&ub->core, owner, digest) != CTXVM_B_OK) {
+			context_died(ub, owner, "asked for caller out of turn");
+			return;
+		}
+		memcpy(r.digest, digest, sizeof(r.digest));
+		send_msg(ub, owner, &r);
+		return;
+	}
+	case CTXVM_MSG_FINISH:
+		if (owner != 0 || ctxvm_core_finish(&ub->core, owner) != CTXVM_B_OK ||
+		    m->gas > ub->opts->gas) {
+			context_died(ub, owner, "finished out of turn");
+			return;
+		}
+		trace_close(ub, 0, m->gas, CTX_OK);
+		memcpy(ub->res->stack, m->window, sizeof(ub->res->stack));
+		ub->res->gas_used = m->gas;
+		ub->result = CTX_OK;
+		ub->done = true;
+		return;
+	default:
+		context_died(ub, owner, "sent an unknown message");
+	}
+}
+
+static void read_endpoint(struct ubroker *ub, uint64_t owner)
+{
+	struct slot *s = &ub->slots[owner];
+	struct ctxvm_msg m;
+	ssize_t n = recv(s->fd, &m, sizeof(m), MSG_DONTWAIT);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n == (ssize_t)sizeof(struct sandbox_violation)) {
+		struct sandbox_violation v;
+
+		memcpy(&v, &m, sizeof(v));
+		if (v.magic == SANDBOX_VIOLATION_MAGIC) {
+			s->violation = true;
+			s->violation_nr = v.syscall_nr;
+			context_died(ub, owner, "was blocked by the sandbox");
+			return;
+		}
+	}
+	if (n != (ssize_t)sizeof(m)) {
+		context_died(ub, owner, n == 0 ? "closed its endpoint" : "sent a message of the wrong size");
+		return;
+	}
+	on_message(ub, owner, &m);
+}
+
+static void loop(struct ubroker *ub)
+{
+	struct pollfd pfd[NSLOTS];
+	uint64_t owners[NSLOTS];
+
+	while (!ub->done) {
+		nfds_t n = 0;
+		int64_t left_ms = (int64_t)(ub->deadline_ns - now_ns()) / 1000000;
+		int r;
+
+		if (left_ms <= 0) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "the run passed its wall-clock limit (--timeout)");
+			set_error(ub, CTX_E_SystemError, msg);
+			ub->done = true;
+			break;
+		}
+		for (uint64_t i = 0; i < NSLOTS; i++)
+			if (ub->slots[i].fd >= 0) {
+				pfd[n] = (struct pollfd){ .fd = ub->slots[i].fd, .events = POLLIN };
+				owners[n++] = i;
+			}
+		r = poll(pfd, n, left_ms > 1000 ? 1000 : (int)left_ms);
+		if (r < 0 && errno != EINTR) {
+			set_error(ub, CTX_E_SystemError, "broker: poll failed");
+			break;
+		}
+		for (nfds_t i = 0; i < n && !ub->done; i++)
+			if (pfd[i].revents && ub->slots[owners[i]].fd == pfd[i].fd)
+				read_endpoint(ub, owners[i]);
+	}
+}
+
+enum ctx_error_kind ctx_run_user(const struct ctx_program *prog, const struct run_options *opts,
+				 struct run_result *res)
+{
+	struct ubroker *ub = calloc(1, sizeof(*ub));
+	char err[256];
+	int sv[2];
+	enum ctx_error_kind result;
+
+	memset(res, 0, sizeof(*res));
+	if (!ub) {
+		res->error = CTX_E_SystemError;
+		snprintf(res->message, sizeof(res->message), "out of memory");
+		return res->error;
+	}
+	ub->prog = prog;
+	ub->opts = opts;
+	ub->res = res;
+	ub->result = CTX_E_SystemError;
+	ub->deadline_ns = now_ns() + (opts->timeout_ms ? opts->timeout_ms : 600000ull) * 1000000ull;
+	for (int i = 0; i < NSLOTS; i++)
+		ub->slots[i].fd = -1;
+	ctxvm_core_init(&ub->core, ub->frames, CTX_CALL_DEPTH_LIMIT);
+	for (uint32_t i = 0; i < prog->nprocs; i++)
+		if ((prog->procs[i].flags & PROC_KERNEL_EXPORT) &&
+		    ctxvm_core_add_kernel_proc(&ub->core, prog->procs[i].digest) != CTXVM_B_OK) {
+			set_error(ub, CTX_E_SystemError, "the kernel exports too many procedures");
+			goto out_free;
+		}
+	if (forkserver_start(&ub->fs, prog, opts, err, sizeof(err)) < 0) {
+		set_error(ub, CTX_E_SystemError, err);
+		goto out_free;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		set_error(ub, CTX_E_SystemError, "socketpair failed");
+		goto out_stop;
+	}
+	ub->slots[0].pid = forkserver_spawn(&ub->fs, sv[1], opts->gas);
+	close(sv[1]);
+	if (ub->slots[0].pid <= 0) {
+		close(sv[0]);
+		set_error(ub, CTX_E_SystemError, "could not start context 0");
+		goto out_stop;
+	}
+	ub->slots[0].fd = sv[0];
+	ctxvm_core_start(&ub->core, 0, prog->procs[prog->entry_proc].digest, opts->gas);
+	{
+		struct ctxvm_call_grant root = {
+			.ctx_id = 0, .owner = 0, .gas_limit = opts->gas, .fmp = CTXVM_FMP_INIT,
+		};
+		uint64_t window[CTX_STACK_MIN] = { 0 };
+
+		for (unsigned i = 0; i < opts->ninputs && i < CTX_STACK_MIN; i++)
+			window[i] = opts->inputs[i];
+		start_frame(ub, &root, CTXVM_FRAME_ROOT, prog->entry_proc, 0, CTX_STACK_DEPTH_LIMIT,
+			    window);
+	}
+	loop(ub);
+	res->contexts = ub->core.contexts;
+	res->max_depth = ub->core.max_depth_seen;
+	for (uint64_t i = 0; i < NSLOTS; i++)
+		if (ub->slots[i].fd >= 0)
+			release_slot(ub, i, NULL);
+out_stop:
+	forkserver_stop(&ub->fs);
+out_free:
+	result = res->error;
+	if (result == CTX_OK && ub->result != CTX_OK) {
+		res->error = CTX_E_SystemError;
+		snprintf(res->message, sizeof(res->message), "the run ended without a result");
+		result = res->error;
+	}
+	free(ub);
+	return result;
+}

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The context-process runtime (see ctxproc.h).  Messages are whole
+ * struct ctxvm_msg packets on a SOCK_SEQPACKET endpoint; anything else from
+ * the broker is a protocol error and ends the process.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "../shared/ctxvm_uapi.h"
+#include "ctxproc.h"
+#include "interp_core.h"
+
+#define MAX_GUARDS CTX_CALL_DEPTH_LIMIT
+
+struct ctxproc {
+	int fd;
+	struct vm_ctx ctx;
+	bool have_ctx;
+	/* Context 0 only: journal marks of the delegatecalls now running. */
+	struct vm_journal_mark guards[MAX_GUARDS];
+	unsigned nguards;
+	/* Activations the broker unwound that this process must still leave. */
+	uint64_t abandon;
+};
+
+static void send_msg(struct ctxproc *cp, const struct ctxvm_msg *m)
+{
+	if (write(cp->fd, m, sizeof(*m)) != (ssize_t)sizeof(*m))
+		_exit(3);       /* the broker is gone: nothing left to report to */
+}
+
+static void recv_msg(struct ctxproc *cp, struct ctxvm_msg *m)
+{
+	ssize_t n;
+
+	do
+		n = read(cp->fd, m, sizeof(*m));
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(*m) || m->type < CTXVM_MSG_RUN || m->type > CTXVM_MSG_TYPE_MAX)
+		_exit(n == 0 ? 0 : 4);
+}
+
+static void run_activation(struct vm *vm, struct ctxproc *cp, const struct ctxvm_msg *run);
+
+/* Journal and fmp orders for context 0; they may arrive whenever it waits. */
+static bool handle_guard(struct ctxproc *cp, const struct ctxvm_msg *m)
+{
+	if (m->type == CTXVM_MSG_GUARD_BEGIN) {
+		if (cp->nguards == MAX_GUARDS)
+			_exit(5);
+		cp->guards[cp->nguards++] = vm_journal_begin(cp->ctx.mem);
+		return true;
+	}
+	if (m->type == CTXVM_MSG_GUARD_END) {
+		if (!cp->nguards)
+			_exit(5);
+		cp->nguards--;
+		if (m->status)
+			vm_journal_rollback(cp->ctx.mem, cp->guards[cp->nguards]);
+		else
+			vm_journal_commit(cp->ctx.mem, cp->guards[cp->nguards]);
+		cp->ctx.fmp = m->fmp;
+		return true;
+	}
+	return false;
+}
+
+static enum ctx_error_kind remote_invoke(struct vm *vm, struct vm_ctx *caller_ctx,
+					 enum ctx_frame_kind kind, uint32_t proc, fe_t *window,
+					 uint64_t *gas, uint64_t gas_arg, uint32_t budget,
+					 uint32_t pc, bool *guard_failed)
+{
+	struct ctxproc *cp = vm->backend;
+	struct ctxvm_msg m = {
+		.type = CTXVM_MSG_CALL,
+		.kind = (uint64_t)kind,
+		.proc = proc,
+		.pc = pc,
+		.gas = *gas,
+		.gas_arg = gas_arg,
+		.fmp = caller_ctx->fmp,
+		.budget = budget,
+	};
+
+	memcpy(m.digest, vm->prog->procs[proc].digest, sizeof(m.digest));
+	memcpy(m.window, window, sizeof(m.window));
+	send_msg(cp, &m);
+	for (;;) {
+		recv_msg(cp, &m);
+		if (handle_guard(cp, &m))
+			continue;
+		if (m.type == CTXVM_MSG_RUN) {
+			/* A syscall into context 0 while this context waits. */
+			run_activation(vm, cp, &m);
+			if (cp->abandon) {
+				cp->abandon--;
+				if (cp->abandon)
+					return CTX_E_SystemError;
+			}
+			continue;
+		}
+		if (m.type != CTXVM_MSG_RESULT)
+			_exit(4);
+		if (m.status == CTXVM_RESULT_ABORT) {
+			/* The broker unwound past this frame: leave quietly. */
+			cp->abandon = m.gas_arg;
+			vm->res->error = CTX_E_SystemError;
+			return CTX_E_SystemError;
+		}
+		*gas -= m.gas < *gas ? m.gas : *gas;
+		if (m.status == CTXVM_RESULT_GUARD_FAILED) {
+			*guard_failed = true;
+			return CTX_OK;
+		}
+		memcpy(window, m.window, sizeof(m.window));
+		*guard_failed = false;
+		return CTX_OK;
+	}
+}
+
+static enum ctx_error_kind remote_caller(struct vm *vm, struct vm_ctx *ctx, fe_t *out)
+{
+	struct ctxproc *cp = vm->backend;
+	struct ctxvm_msg m = { .type = CTXVM_MSG_CALLER };
+
+	(void)ctx;
+	send_msg(cp, &m);
+	recv_msg(cp, &m);
+	if (m.type != CTXVM_MSG_CALLER_REPLY)
+		_exit(4);
+	memcpy(out, m.digest, 4 * sizeof(fe_t));
+	return CTX_OK;
+}
+
+static const struct vm_hooks remote_hooks = {
+	.invoke = remote_invoke,
+	.caller = remote_caller,
+};
+
+static void run_activation(struct vm *vm, struct ctxproc *cp, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg out = { 0 };
+	fe_t window[CTX_STACK_MIN];
+	uint64_t used = 0;
+	enum ctx_error_kind err;
+
+	if (run->proc >= vm->prog->nprocs || run->budget < CTX_STACK_MIN ||
+	    run->budget > CTX_STACK_DEPTH_LIMIT || run->kind > FRAME_DYNDELEGATECALL)
+		_exit(4);
+	if (!cp->have_ctx) {
+		cp->ctx.mem = vm_mem_new(vm->opts->mem_limit);
+		if (!cp->ctx.mem)
+			_exit(6);
+		cp->ctx.id = run->ctx_id;
+		cp->have_ctx = true;
+	}
+	cp->ctx.fmp = run->fmp;
+	memcpy(window, run->window, sizeof(window));
+	vm->res->error = CTX_OK;
+	vm->res->message[0] = '\0';
+	vm->res->nbacktrace = 0;
+
+	err = vm_activate(vm, &cp->ctx, (uint32_t)run->proc, window, run->gas, &used,
+			  (uint32_t)run->budget, (enum ctx_frame_kind)run->kind);
+	if (cp->abandon)
+		return;         /* the broker already knows; it sent the abort */
+	if (err == CTX_OK) {
+		out.type = run->kind == FRAME_ROOT ? CTXVM_MSG_FINISH : CTXVM_MSG_RETURN;
+		memcpy(out.window, window, sizeof(out.window));
+	} else {
+		out.type = CTXVM_MSG_FAIL;
+		out.kind = (uint64_t)err;
+		out.pc = vm->res->nbacktrace ? vm->res->backtrace[0].pc : 0;
+		size_t len = strnlen(vm->res->message, sizeof(out.text) - 1);
+
+		memcpy(out.text, vm->res->message, len);       /* out is zeroed: NUL-ended */
+	}
+	out.gas = used;
+	send_msg(cp, &out);
+	/* An outer activation of context 0 may go on: its error state is its own. */
+	vm->res->error = CTX_OK;
+	vm->res->message[0] = '\0';
+	vm->res->nbacktrace = 0;
+}
+
+#ifdef CTXVM_TESTING
+/* Test build: the hostile context of the switches in interp.h. */
+static void misbehave(struct ctxproc *cp, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m = { .type = CTXVM_MSG_RETURN };
+	char b;
+
+	if (ctx_test.crash_signal > 0)
+		raise(ctx_test.crash_signal);
+	if (ctx_test.attack_syscall >= 0)
+		syscall(ctx_test.attack_syscall, 0, 0, 0, 0, 0, 0);
+	switch (ctx_test.endpoint) {
+	case TEST_ENDPOINT_GARBAGE:
+		(void)write(cp->fd, "garbage", 7);
+		break;
+	case TEST_ENDPOINT_CLOSE:
+		close(cp->fd);
+		for (;;)
+			;
+	case TEST_ENDPOINT_LIE_GAS:
+		memcpy(m.window, run->window, sizeof(m.window));
+		m.gas = run->gas + 1000;
+		send_msg(cp, &m);
+		break;
+	case TEST_ENDPOINT_RETURN_TWICE:
+		memcpy(m.window, run->window, sizeof(m.window));
+		send_msg(cp, &m);
+		send_msg(cp, &m);
+		break;
+	case TEST_ENDPOINT_HANG:
+		for (;;)
+			(void)read(cp->fd, &b, 1);
+	case TEST_ENDPOINT_NONE:
+		return;
+	}
+	/* Wait to be killed, as a liar would. */
+	while (read(cp->fd, &b, 1) > 0)
+		;
+	_exit(0);
+}
+#endif
+
+void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts, int endpoint)
+{
+	static struct run_result res;
+	struct ctxproc cp = { .fd = endpoint };
+	struct vm vm = {
+		.prog = prog, .opts = opts, .res = &res, .hooks = &remote_hooks, .backend = &cp,
+	};
+	struct ctxvm_msg m;
+
+	/*
+	 * One RUN: a context's single activation, or context 0's root, during
+	 * which the syscalls into context 0 arrive as nested RUNs.
+	 */
+	recv_msg(&cp, &m);
+	if (m.type != CTXVM_MSG_RUN)
+		_exit(4);
+#ifdef CTXVM_TESTING
+	if (m.ctx_id != 0)
+		misbehave(&cp, &m);
+#endif
+	run_activation(&vm, &cp, &m);
+	_exit(0);
+}

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A context process: what runs inside the sandbox.  It owns one context's
+ * memory and runs the activations the broker sends it (CTXVM_MSG_RUN); every
+ * context switch and `caller` is a message to the broker.  Context 0 (root
+ * and kernel) stays for the whole run and also runs nested syscalls while it
+ * waits; every other context runs one activation and exits.
+ */
+#ifndef CTXVM_CTXPROC_H
+#define CTXVM_CTXPROC_H
+
+#include "program.h"
+#include "interp.h"
+
+/* Never returns: exits 0 when done, non-zero on a protocol error. */
+void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts, int endpoint)
+	__attribute__((noreturn));
+
+#endif /* CTXVM_CTXPROC_H */

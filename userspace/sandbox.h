@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Locking a context process down (SPEC §7), in this order: close every fd
+ * but the broker endpoint, die with the parent, fresh empty namespaces where
+ * unprivileged ones exist, rlimits (CPU, AS, NOFILE, NPROC = 0) and a CPU-time
+ * timer, all capabilities and the bounding set dropped, no_new_privs, and a
+ * seccomp allow-list.
+ *
+ * The filter is compiled once with libseccomp, before any process is locked
+ * down (libseccomp probes the kernel and may call getrandom on first use),
+ * and each child loads the finished BPF program with one prctl.
+ *
+ * A blocked syscall traps: the SIGSYS handler writes a
+ * struct sandbox_violation to the endpoint and exits with
+ * SANDBOX_EXIT_VIOLATION, so the parent can name the syscall.
+ */
+#ifndef CTXVM_SANDBOX_H
+#define CTXVM_SANDBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define SANDBOX_ENDPOINT_FD 3   /* where the endpoint lives in a locked-down child */
+#define SANDBOX_EXIT_VIOLATION 159
+#define SANDBOX_VIOLATION_MAGIC 0x5359534353595343ull  /* "CSYSCSYS" */
+
+struct sandbox_violation {
+	uint64_t magic;
+	uint64_t syscall_nr;
+};
+
+struct sandbox_filter {
+	void *bpf;              /* struct sock_filter[] */
+	size_t len;             /* instructions */
+};
+
+struct sandbox_limits {
+	uint64_t cpu_ns;        /* CPU-time budget; the process is killed past it */
+	uint64_t as_bytes;      /* RLIMIT_AS; 0 leaves it */
+	pid_t parent_pid;       /* exit if the parent is already gone; 0 skips */
+	bool namespaces;        /* also unshare into fresh empty namespaces */
+};
+
+/* Compile the allow-list.  Returns 0, or -1 with a message in err. */
+int sandbox_filter_build(struct sandbox_filter *f, char *err, size_t errlen);
+void sandbox_filter_free(struct sandbox_filter *f);
+
+/*
+ * Called in the child: lock it down, keeping only `endpoint` open.
+ * Returns 0, or -1 with a message in err (the child must then exit).
+ */
+int sandbox_enter(const struct sandbox_filter *f, const struct sandbox_limits *lim,
+		  int endpoint, char *err, size_t errlen);
+
+/* "openat" for a syscall number (static storage), or "syscall N". */
+const char *sandbox_syscall_name(uint64_t nr);
+
+/* CPU-time budget for a gas limit; see the formula in sandbox.c. */
+uint64_t sandbox_cpu_budget_ns(uint64_t gas);
+
+#endif /* CTXVM_SANDBOX_H */
