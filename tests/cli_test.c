@@ -86,7 +86,7 @@ FIXTURE(cli) {
 
 FIXTURE_SETUP(cli)
 {
-	static const char src[] = "begin\n  push.1 push.2 add\nend\n";
+	static const char src[] = "begin\n  add.3\nend\n";
 
 	self->prog = write_temp(src, strlen(src));
 }
@@ -123,7 +123,7 @@ TEST_F(cli, plain_output_is_16_elements_then_gas)
 {
 	RUN(&self->o, "run", self->prog, "--backend", "inproc");
 	ASSERT_EQ(0, self->o.status);
-	EXPECT_EQ(0, strcmp(self->o.out, "3 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\ngas used: 3\n"));
+	EXPECT_EQ(0, strcmp(self->o.out, "3 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\ngas used: 1\n"));
 	EXPECT_NE(NULL, strstr(self->o.err, "UNISOLATED"));
 }
 
@@ -133,14 +133,14 @@ TEST_F(cli, json_success_has_every_field)
 	ASSERT_EQ(0, self->o.status);
 	EXPECT_EQ(0, strcmp(self->o.out,
 			    "{\"ok\":true,\"stack\":[3,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"
-			    "\"gas_used\":3,\"backend\":\"inproc\",\"contexts\":1,\"max_depth\":1}\n"));
+			    "\"gas_used\":1,\"backend\":\"inproc\",\"contexts\":1,\"max_depth\":1}\n"));
 }
 
 TEST_F(cli, inputs_go_top_first)
 {
 	RUN(&self->o, "run", self->prog, "--backend", "inproc", "--input", "7,0x10");
 	ASSERT_EQ(0, self->o.status);
-	EXPECT_EQ(0, strncmp(self->o.out, "3 7 16 0 ", 9));
+	EXPECT_EQ(0, strncmp(self->o.out, "10 16 0 ", 8));
 }
 
 TEST_F(cli, bad_arguments_exit_2_with_a_reason)
@@ -168,14 +168,29 @@ TEST_F(cli, bad_arguments_exit_2_with_a_reason)
 	EXPECT_EQ(2, self->o.status);
 }
 
-TEST_F(cli, isolated_backends_refuse_rather_than_run_unisolated)
+TEST_F(cli, auto_runs_isolated_and_says_which)
 {
-	RUN(&self->o, "run", self->prog);
+	RUN(&self->o, "run", self->prog, "--json");
+	EXPECT_EQ(0, self->o.status);
+	EXPECT_NE(NULL, strstr(self->o.err, "backend user"));
+	EXPECT_NE(NULL, strstr(self->o.out, "\"backend\":\"user\""));
+	EXPECT_EQ(NULL, strstr(self->o.err, "UNISOLATED"));
+}
+
+TEST_F(cli, missing_kmod_backend_refuses_rather_than_falls_back)
+{
+	RUN(&self->o, "run", self->prog, "--backend", "kmod");
 	EXPECT_EQ(3, self->o.status);
-	EXPECT_NE(NULL, strstr(self->o.err, "inproc"));
+	EXPECT_NE(NULL, strstr(self->o.err, "/dev/ctxvm"));
 	EXPECT_EQ(0, self->o.out[0]);
-	RUN(&self->o, "run", self->prog, "--backend", "user");
-	EXPECT_EQ(3, self->o.status);
+}
+
+TEST_F(cli, timeout_is_validated)
+{
+	RUN(&self->o, "run", self->prog, "--timeout", "0");
+	EXPECT_EQ(2, self->o.status);
+	RUN(&self->o, "run", self->prog, "--timeout", "5");
+	EXPECT_EQ(0, self->o.status);
 }
 
 TEST_F(cli, missing_file_is_an_assembly_error)
@@ -264,6 +279,20 @@ TEST_F(cli, ten_megabyte_file_is_handled)
 	unlink(path);
 	free(path);
 	free(big);
+}
+
+TEST_F(cli, loops_that_cost_nothing_do_not_spin)
+{
+	static const char src[] =
+		"begin\n  repeat.4294967295\n    repeat.4294967295\n      debug.stack\n    end\n  end\nend\n";
+	char *path = write_temp(src, strlen(src));
+
+	/* Would be 2^64 free iterations; a free body runs once instead. */
+	RUN(&self->o, "run", path, "--backend", "inproc", "--json");
+	EXPECT_EQ(0, self->o.status);
+	EXPECT_NE(NULL, strstr(self->o.out, "\"gas_used\":0"));
+	unlink(path);
+	free(path);
 }
 
 TEST_F(cli, asm_prints_digests)

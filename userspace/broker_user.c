@@ -194,6 +194,7 @@ static void unwind_failure(struct ubroker *ub, uint64_t owner, bool died, uint64
 			abandon++;
 	}
 	if (u.session_failed) {
+		ub->res->gas_used = u.gas_used;
 		ub->done = true;
 		ub->result = kind;
 		return;

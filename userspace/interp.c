@@ -517,7 +517,7 @@ dispatch:
 		POP(1);                                               \
 		sp[0] = (expr);                                       \
 	} while (0)
-	/* Two results, the low/primary one on top (SPEC §3). */
+	/* Two results: sp[0] = first, sp[1] = second. */
 #define U32_PAIR(lo_expr, hi_expr)                                    \
 	do {                                                          \
 		fe_t b = sp[0], a = sp[1];                            \
@@ -529,8 +529,9 @@ dispatch:
 	OP1(U32WRAPPING_ADD) U32_BINARY((a + b) & U32_MASK); NEXT();
 	OP1(U32WRAPPING_SUB) U32_BINARY((a - b) & U32_MASK); NEXT();
 	OP1(U32WRAPPING_MUL) U32_BINARY((a * b) & U32_MASK); NEXT();
-	OP1(U32OVERFLOWING_ADD) U32_PAIR((a + b) & U32_MASK, (a + b) >> 32); NEXT();
-	OP1(U32OVERFLOWING_SUB) U32_PAIR((a - b) & U32_MASK, a < b); NEXT();
+	/* overflowing_*: the flag on top; widening_*: the low half on top. */
+	OP1(U32OVERFLOWING_ADD) U32_PAIR((a + b) >> 32, (a + b) & U32_MASK); NEXT();
+	OP1(U32OVERFLOWING_SUB) U32_PAIR(a < b, (a - b) & U32_MASK); NEXT();
 	OP1(U32WIDENING_ADD) U32_PAIR((a + b) & U32_MASK, (a + b) >> 32); NEXT();
 	OP1(U32WIDENING_MUL) U32_PAIR((a * b) & U32_MASK, (a * b) >> 32); NEXT();
 	OP1(U32DIV) {

@@ -103,7 +103,7 @@ struct ctx_test_switches {
 	bool no_mem_count;      /* the interpreter never counts pages */
 	long attack_syscall;    /* >= 0: attempt this syscall first */
 	enum ctx_test_endpoint endpoint;
-	int crash_signal;       /* > 0: raise this signal first */
+	int crash_signal;       /* SIGSEGV or SIGILL: fault that way first */
 };
 
 extern struct ctx_test_switches ctx_test;

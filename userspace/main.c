@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,7 +185,7 @@ static int test_switch(const char *arg, const char *val)
 		return -1;
 	}
 	ctx_test.crash_signal = atoi(val);
-	return ctx_test.crash_signal > 0 ? 0 : -1;
+	return ctx_test.crash_signal == SIGSEGV || ctx_test.crash_signal == SIGILL ? 0 : -1;
 }
 #endif
 
