@@ -26,8 +26,15 @@ echo "== contexts: call + return of an empty procedure, 1000 calls (best of 3)"
 floor=$($B/bench/floor)
 few=$(echo "$floor" | awk '/fork_exit_wait_us/ {print $2}')
 pipe=$(echo "$floor" | awk '/pipe_roundtrip_us/ {print $2}')
-user_us=$(for i in 1 2 3; do wall taskset -c 0 $B/ctxvm run tests/bench/call.masm --backend user; done | best)
-inproc_us=$(for i in 1 2 3; do wall taskset -c 0 $B/ctxvm run tests/bench/call.masm --backend inproc; done | best)
+# Per call = (1000 calls - the empty program) / 1000: start-up is not a call.
+per_call() {
+	local full empty
+	full=$(for i in 1 2 3 4 5; do wall taskset -c 0 $B/ctxvm run tests/bench/call.masm --backend "$1"; done | best)
+	empty=$(for i in 1 2 3 4 5; do wall taskset -c 0 $B/ctxvm run tests/bench/empty.masm --backend "$1"; done | best)
+	echo $((full - empty))
+}
+user_us=$(per_call user)
+inproc_us=$(per_call inproc)
 bwrap_us=""
 if command -v bwrap >/dev/null; then
 	t0=$(date +%s%N)
@@ -37,7 +44,7 @@ if command -v bwrap >/dev/null; then
 fi
 awk -v u="$user_us" -v ip="$inproc_us" -v f="$few" -v p="$pipe" -v bw="$bwrap_us" 'BEGIN {
 	uc = u / 1000; ic = ip / 1000;
-	printf "user backend:  %.1f us per call (whole run / 1000)\n", uc;
+	printf "user backend:  %.1f us per call + return (a fresh sandboxed process each)\n", uc;
 	printf "inproc:        %.1f us per call\n", ic;
 	printf "fork+exit+wait: %.1f us; pipe round trip: %.1f us (one CPU)\n", f, p;
 	printf "ratio user call / fork+exit+wait: %.2fx (target <= 1.5x)\n", uc / f;

@@ -85,7 +85,7 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 	}
 	as_base = vm_size_bytes();
 	for (;;) {
-		struct fs_request req;
+		struct fs_request req = { 0 };
 		struct fs_reply rep = { -1, 0 };
 		int fd;
 

@@ -200,10 +200,16 @@ enum ctx_error_kind vm_activate(struct vm *vm, struct vm_ctx *ctx, uint32_t proc
 	const struct ctx_program *prog = vm->prog;
 	const struct ctx_insn *const code = prog->code;
 	const struct ctx_insn *ip;
-	long node = trace_open(vm, kind, proc, ctx->id, gas_limit);
-	uint64_t t0 = node >= 0 ? vm->res->trace[node].wall_ns : 0;
 	size_t cap = (size_t)budget + STACK_DRIFT;
 	fe_t *buf = calloc(cap, sizeof(fe_t));
+
+	if (!buf) {
+		vm_fail(vm, CTX_E_SystemError, prog->procs[proc].entry, "out of memory for a stack");
+		*gas_used = 0;
+		return CTX_E_SystemError;
+	}
+	long node = trace_open(vm, kind, proc, ctx->id, gas_limit);
+	uint64_t t0 = node >= 0 ? vm->res->trace[node].wall_ns : 0;
 	fe_t *const end = buf + cap;
 	fe_t *const home = buf + budget;        /* where base starts and returns to */
 	fe_t *base = home;
@@ -218,12 +224,6 @@ enum ctx_error_kind vm_activate(struct vm *vm, struct vm_ctx *ctx, uint32_t proc
 	enum ctx_error_kind err = CTX_OK;
 	uint32_t fail_pc;
 
-	if (!buf) {
-		vm_fail(vm, CTX_E_SystemError, prog->procs[proc].entry, "out of memory for a stack");
-		err = CTX_E_SystemError;
-		fail_pc = prog->procs[proc].entry;
-		goto fail_noframe;
-	}
 	memcpy(sp, window, CTX_STACK_MIN * sizeof(fe_t));
 	ctx->fmp += nlocals4;
 	ip = code + prog->procs[proc].entry;
@@ -308,6 +308,7 @@ enum ctx_error_kind vm_activate(struct vm *vm, struct vm_ctx *ctx, uint32_t proc
 	/* Not const: relocated data, not text relocations in a PIE. */
 	static const void *labels[OP__COUNT] = {
 #define CTX_OP_LABEL(name, gas_) [OP_##name] = &&op_##name,
+		/* cppcheck-suppress assignBoolToPointer ; labels as values */
 		CTX_OPCODES(CTX_OP_LABEL)
 #undef CTX_OP_LABEL
 	};
@@ -348,7 +349,7 @@ dispatch:
 	OP1(SWAPDW) {
 		fe_t w[8];
 		memcpy(w, sp, sizeof(w));
-		memcpy(sp, sp + 8, sizeof(w));
+		memmove(sp, sp + 8, sizeof(w));
 		memcpy(sp + 8, w, sizeof(w));
 	} NEXT();
 	OP1(MOVUP) {
@@ -390,7 +391,7 @@ dispatch:
 		if (c) {
 			fe_t w[4];
 			memcpy(w, sp, sizeof(w));
-			memcpy(sp, sp + 4, sizeof(w));
+			memmove(sp, sp + 4, sizeof(w));
 			memcpy(sp + 4, w, sizeof(w));
 		}
 	} NEXT();
@@ -849,8 +850,6 @@ fail:
 	vm_backtrace_add(vm, ctx->id, kind, fail_pc);
 	for (unsigned i = nrs; i > 0; i--)
 		vm_backtrace_add(vm, ctx->id, FRAME_EXEC, rs[i - 1].ret_pc - 1);
-fail_noframe:
-	(void)fail_pc;
 	if (err == CTX_E_OutOfGas)
 		gas = 0;
 out:
