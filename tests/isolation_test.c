@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -190,6 +191,53 @@ TEST_F(iso, endpoint_return_twice_is_refused)
 	/* The first return is honest; the second comes from a process that owns no frame. */
 	ctx_test.endpoint = TEST_ENDPOINT_RETURN_TWICE;
 	EXPECT_EQ((int)CTX_OK, (int)run_src(CALL_P, 1 << 20, 1 << 24, &self->res));
+}
+
+/*
+ * The root's secret input, stored in the root's memory, must not be
+ * anywhere a called context can read: every readable byte of the callee is
+ * searched.  The searcher itself only holds the secret masked.
+ */
+TEST_F(iso, a_callee_cannot_find_the_roots_secret_anywhere)
+{
+	static const char src[] =
+		"proc.p\n  push.1 drop\nend\n"
+		/* kept in the root's memory only, not passed to p */
+		"begin\n  mem_store.100\n  call.p\n  mem_load.100 swap drop\nend\n";
+	struct asm_options aopts = { 0 };
+	struct asm_diags diags = { 0 };
+	struct ctx_program *prog = NULL;
+	struct run_options opts = { .gas = 1 << 26, .mem_limit = 1 << 24, .ninputs = 1 };
+
+	/* Drawn at run time and kept only in the input, so no binary holds it. */
+	ASSERT_EQ(8, getrandom(&opts.inputs[0], 8, 0));
+	opts.inputs[0] = (opts.inputs[0] % (FE_P - 1000)) + 1000;
+	ctx_test.scan_secret_masked = opts.inputs[0] ^ CTX_TEST_SECRET_MASK;
+	ASSERT_EQ(0, ctx_assemble_source("t.masm", src, strlen(src), &aopts, &prog, &diags));
+	EXPECT_EQ((int)CTX_OK, (int)ctx_run_user(prog, &opts, &self->res));
+	EXPECT_STREQ("", self->res.message);
+	/* The root still has it. */
+	EXPECT_EQ(ctx_test.scan_secret_masked, self->res.stack[0] ^ CTX_TEST_SECRET_MASK);
+	ctx_program_free(prog);
+	asm_diags_free(&diags);
+}
+
+TEST_F(iso, the_secret_scan_finds_what_is_there)
+{
+	/* The same search, for a value planted in every process: it must see it. */
+	static const char src[] = "proc.p\n  push.1 drop\nend\nbegin\n  call.p\nend\n";
+	const uint64_t visible = 0x0BADC0FFEE0DDF00ull;
+	struct asm_options aopts = { 0 };
+	struct asm_diags diags = { 0 };
+	struct ctx_program *prog = NULL;
+	struct run_options opts = { .gas = 1 << 20, .mem_limit = 1 << 24 };
+
+	ctx_test.scan_secret_masked = visible ^ CTX_TEST_SECRET_MASK;
+	ctx_test.plant = visible;
+	ASSERT_EQ(0, ctx_assemble_source("t.masm", src, strlen(src), &aopts, &prog, &diags));
+	EXPECT_EQ((int)CTX_E_ContextCrashed, (int)ctx_run_user(prog, &opts, &self->res));
+	ctx_program_free(prog);
+	asm_diags_free(&diags);
 }
 
 TEST_F(iso, a_context_that_never_answers_ends_with_the_timeout)

@@ -16,4 +16,9 @@
 void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts, int endpoint)
 	__attribute__((noreturn));
 
+#ifdef CTXVM_TESTING
+/* Test build: note this process's mappings while it may still read /proc. */
+void ctxproc_scan_prepare(void);
+#endif
+
 #endif /* CTXVM_CTXPROC_H */

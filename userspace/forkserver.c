@@ -102,6 +102,10 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 					.namespaces = true,
 				};
 
+#ifdef CTXVM_TESTING
+				if (ctx_test.scan_secret_masked)
+					ctxproc_scan_prepare();
+#endif
 				if (sandbox_enter(&filter, &lim, fd, err, sizeof(err)) < 0) {
 					fprintf(stderr, "ctxvm: sandbox: %s\n", err);
 					_exit(SETUP_FAILED_EXIT);

@@ -104,7 +104,14 @@ struct ctx_test_switches {
 	long attack_syscall;    /* >= 0: attempt this syscall first */
 	enum ctx_test_endpoint endpoint;
 	int crash_signal;       /* SIGSEGV or SIGILL: fault that way first */
+	/* Non-zero: search all of this context's memory for the 8-byte value
+	 * scan_secret_masked ^ CTX_TEST_SECRET_MASK (kept masked so the searcher
+	 * holds no copy of it) and fail if it is found. */
+	uint64_t scan_secret_masked;
+	uint64_t plant;         /* a value every process has: the scan's control */
 };
+
+#define CTX_TEST_SECRET_MASK 0x5A5A5A5A5A5A5A5Aull
 
 extern struct ctx_test_switches ctx_test;
 #endif

@@ -149,6 +149,8 @@ static int parse_inputs(const char *list, struct run_options *run)
 			run->inputs[run->ninputs++] = v;
 		}
 	}
+	/* The inputs are the root's alone: no copy may reach the fork server. */
+	explicit_bzero(copy, strlen(list));
 	free(copy);
 	return rc;
 }
@@ -254,6 +256,7 @@ static int parse_args(int argc, char **argv, bool is_run, struct cli *cli)
 		} else if (!strcmp(arg, "--input")) {
 			if (parse_inputs(val, &cli->run))
 				return EXIT_USAGE;
+			explicit_bzero(argv[i], strlen(argv[i]));
 		} else if (!strcmp(arg, "--gas")) {
 			if (!parse_u64(val, &cli->run.gas) || cli->run.gas > (1ull << 62))
 				return usage_error(usage, "--gas: '%s' is not a number up to 2^62", val);
