@@ -1047,9 +1047,57 @@ static bool selected(const char *name, int argc, char **argv)
 	return false;
 }
 
-static void run_one(const struct test *t, const char *ctxvm, const char *backend,
-		    double timeout)
+/*
+ * What a run produced, backend aside: stack and gas on success, error kind
+ * and gas on failure, or the exit status.  The differential check compares
+ * these across backends.
+ */
+static char *fingerprint(const struct run_result *r)
 {
+	struct jval *json;
+	const struct jval *ok, *st, *gas, *err, *kind;
+	struct buf b = { 0 };
+	char how[128];
+	size_t i;
+
+	if (r->spawn_failed || r->timed_out)
+		return xstrdup(r->timed_out ? "timed out" : "not started");
+	json = parse_output_json(buf_str(&r->out));
+	ok = jget(json, "ok");
+	gas = jget(json, "gas_used");
+	if (!json || !ok || ok->type != J_BOOL) {
+		describe_exit(r, how, sizeof(how));
+		jfree(json);
+		return xstrdup(how);
+	}
+	buf_append(&b, ok->b ? "ok" : "failed", ok->b ? 2 : 6);
+	st = jget(json, "stack");
+	if (ok->b && st && st->type == J_ARR) {
+		buf_append(&b, " stack", 6);
+		for (i = 0; i < st->n; i++) {
+			buf_append(&b, " ", 1);
+			if (st->items[i]->type == J_NUM)
+				buf_append(&b, st->items[i]->str, strlen(st->items[i]->str));
+		}
+	}
+	err = jget(json, "error");
+	kind = err ? jget(err, "kind") : NULL;
+	if (kind && kind->type == J_STR) {
+		buf_append(&b, " ", 1);
+		buf_append(&b, kind->str, strlen(kind->str));
+	}
+	if (gas && gas->type == J_NUM) {
+		buf_append(&b, " gas ", 5);
+		buf_append(&b, gas->str, strlen(gas->str));
+	}
+	jfree(json);
+	return xstrdup(buf_str(&b));
+}
+
+static char *run_one(const struct test *t, const char *ctxvm, const char *backend,
+		     double timeout)
+{
+	char *print;
 	char *argv[32];
 	int argc = 0, i;
 	struct run_result r;
@@ -1098,8 +1146,10 @@ static void run_one(const struct test *t, const char *ctxvm, const char *backend
 		ksft_test_result_pass("%s [%s]\n", t->name, backend);
 	else
 		ksft_test_result_fail("%s [%s]\n", t->name, backend);
+	print = fingerprint(&r);
 	free(r.out.data);
 	free(r.err.data);
+	return print;
 }
 
 int main(int argc, char **argv)
@@ -1179,13 +1229,17 @@ int main(int argc, char **argv)
 	}
 	free(names);
 
-	plan = (unsigned int)(nnames * (size_t)nbackends);
+	/* One result per program and backend, plus one differential per program. */
+	plan = (unsigned int)(nnames * (size_t)(nbackends + (nbackends > 1)));
 	ksft_print_msg("ctxvm: %s; programs: %s (%zu); backends: %s\n", ctxvm, folder,
 		       nnames, backends_env);
 	ksft_set_plan(plan);
 
 	for (i = 0; i < nnames; i++) {
 		struct test *t = &tests[i];
+		char *prints[MAX_BACKENDS] = { 0 };
+		int ran = 0, first = -1;
+		bool same = true;
 
 		for (b = 0; b < nbackends; b++) {
 			if (t->bad) {
@@ -1198,8 +1252,29 @@ int main(int argc, char **argv)
 						      backends[b]);
 				continue;
 			}
-			run_one(t, ctxvm, backends[b], timeout);
+			prints[b] = run_one(t, ctxvm, backends[b], timeout);
+			ran++;
+			if (first < 0)
+				first = b;
+			else if (strcmp(prints[first], prints[b]) != 0)
+				same = false;
 		}
+		if (nbackends > 1) {
+			/* Stack, gas and error kind must not depend on the backend. */
+			if (ran < 2) {
+				ksft_test_result_skip("%s [differential] fewer than two backends ran\n",
+						      t->name);
+			} else if (same) {
+				ksft_test_result_pass("%s [differential]\n", t->name);
+			} else {
+				for (b = 0; b < nbackends; b++)
+					if (prints[b])
+						ksft_print_msg("%s: %s\n", backends[b], prints[b]);
+				ksft_test_result_fail("%s [differential]\n", t->name);
+			}
+		}
+		for (b = 0; b < nbackends; b++)
+			free(prints[b]);
 		free_test(t);
 	}
 	free(tests);
