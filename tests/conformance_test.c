@@ -1091,7 +1091,12 @@ static char *fingerprint(const struct run_result *r)
 		buf_append(&b, gas->str, strlen(gas->str));
 	}
 	jfree(json);
-	return xstrdup(buf_str(&b));
+	{
+		char *print = xstrdup(buf_str(&b));
+
+		free(b.data);
+		return print;
+	}
 }
 
 static char *run_one(const struct test *t, const char *ctxvm, const char *backend,
