@@ -3,7 +3,7 @@
 #   make run        install what is missing, build, run the examples
 #   make check      install what is missing, build, run every suite; ends "N passed, N failed"
 #   make asan-check the same suites against an ASan+UBSan build
-#   make fuzz       libFuzzer on the assembler (FUZZ_SECONDS, default 60)
+#   make fuzz       libFuzzer on the assembler and the broker core (FUZZ_SECONDS each, default 60)
 #   make bench      speed, side by side with native C and the OS floor, in one run
 #   make lint       cppcheck on userspace and shared (+ the module's lint when present)
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -131,12 +131,19 @@ FUZZ_SRCS := $(filter-out userspace/main.c,$(SRCS))
 $(BUILD)/fuzz/asm_fuzz: tests/fuzz/asm_fuzz.c $(FUZZ_SRCS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $^ $(LIBS) -o $@
+$(BUILD)/fuzz/broker_fuzz: tests/fuzz/broker_fuzz.c shared/broker.c shared/broker.h
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) tests/fuzz/broker_fuzz.c shared/broker.c -o $@
+# Each target runs FUZZ_SECONDS: the assembler (seeded with every MASM file
+# here) and the broker core (random operation sequences, invariants checked).
 fuzz: deps-fuzz
-	@$(MAKE) --no-print-directory $(BUILD)/fuzz/asm_fuzz
-	@mkdir -p $(BUILD)/fuzz/corpus
+	@$(MAKE) --no-print-directory $(BUILD)/fuzz/asm_fuzz $(BUILD)/fuzz/broker_fuzz
+	@mkdir -p $(BUILD)/fuzz/corpus $(BUILD)/fuzz/broker-corpus
 	@find tests/conformance examples -name '*.masm' -exec cp {} $(BUILD)/fuzz/corpus/ \;
 	$(BUILD)/fuzz/asm_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 		-artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus
+	$(BUILD)/fuzz/broker_fuzz -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=$(BUILD)/fuzz/broker- $(BUILD)/fuzz/broker-corpus
 
 $(BUILD)/bench/floor: tests/bench/floor.c
 	@mkdir -p $(dir $@)
