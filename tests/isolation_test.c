@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +239,113 @@ TEST_F(iso, the_secret_scan_finds_what_is_there)
 	EXPECT_EQ((int)CTX_E_ContextCrashed, (int)ctx_run_user(prog, &opts, &self->res));
 	ctx_program_free(prog);
 	asm_diags_free(&diags);
+}
+
+/* The newest grandchild (a context forked by our fork server); *count of them. */
+static pid_t newest_context(int *count)
+{
+	pid_t me = getpid(), server = 0, best = 0;
+
+	*count = 0;
+	unsigned long long best_start = 0;
+
+	for (int pass = 0; pass < 2; pass++) {
+		DIR *d = opendir("/proc");
+		struct dirent *e;
+
+		if (!d)
+			return 0;
+		while ((e = readdir(d))) {
+			char path[64], buf[512], *rp;
+			int pid = atoi(e->d_name), ppid;
+			unsigned long long start;
+			FILE *f;
+
+			if (pid <= 0)
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+			f = fopen(path, "r");
+			if (!f)
+				continue;
+			rp = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+			fclose(f);
+			/* after "comm)": state ppid ... field 22 is starttime */
+			if (!rp || sscanf(rp + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u "
+					  "%*d %*d %*d %*d %*d %*d %llu", &ppid, &start) != 2)
+				continue;
+			if (pass == 0 && ppid == me)
+				server = pid;
+			if (pass == 1 && server && ppid == server) {
+				++*count;
+				if (start >= best_start) {
+					best = pid;
+					best_start = start;
+				}
+			}
+		}
+		closedir(d);
+	}
+	return best;
+}
+
+struct killer {
+	pid_t victim;
+};
+
+/* Waits until a second context (the callee) exists, then SIGKILLs it. */
+static void *kill_callee(void *arg)
+{
+	struct killer *k = arg;
+
+	for (int i = 0; i < 400 && !k->victim; i++) {
+		int n = 0;
+		pid_t p;
+
+		usleep(10000);
+		p = newest_context(&n);
+		/* context 0 comes first; the callee is the second */
+		if (n >= 2)
+			k->victim = p;
+	}
+	if (k->victim) {
+		usleep(50000);          /* let it settle into its blocked read */
+		kill(k->victim, SIGKILL);
+	}
+	return NULL;
+}
+
+static enum ctx_error_kind run_and_kill(const char *src, struct run_result *res, pid_t *victim)
+{
+	struct killer k = { 0 };
+	pthread_t th;
+	enum ctx_error_kind err;
+
+	ctx_test.endpoint = TEST_ENDPOINT_HANG;         /* the callee waits to be killed */
+	pthread_create(&th, NULL, kill_callee, &k);
+	err = run_src(src, 1 << 20, 1 << 24, res);
+	pthread_join(th, NULL);
+	*victim = k.victim;
+	return err;
+}
+
+TEST_F(iso, sigkill_from_outside_fails_a_call_with_a_backtrace)
+{
+	pid_t victim;
+
+	EXPECT_EQ((int)CTX_E_ContextCrashed, (int)run_and_kill(CALL_P, &self->res, &victim));
+	EXPECT_NE(0, victim);
+	EXPECT_NE(NULL, strstr(self->res.message, "SIGKILL"));
+	EXPECT_EQ(2u, self->res.nbacktrace);    /* the callee, then the root */
+}
+
+TEST_F(iso, sigkill_from_outside_inside_a_delegatecall_fails_alone)
+{
+	pid_t victim;
+
+	ASSERT_EQ((int)CTX_OK, (int)run_and_kill(DELEGATE_P, &self->res, &victim));
+	EXPECT_NE(0, victim);
+	EXPECT_EQ(0u, self->res.stack[0]);
+	EXPECT_EQ(7u, self->res.stack[1]);
 }
 
 TEST_F(iso, a_context_that_never_answers_ends_with_the_timeout)
