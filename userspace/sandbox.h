@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Locking a context process down (SPEC §7), in this order: close every fd
- * but the broker endpoint, die with the parent, fresh empty namespaces where
- * unprivileged ones exist, rlimits (CPU, AS, NOFILE, NPROC = 0) and a CPU-time
+ * but the broker endpoint, die with the parent, a fresh empty user namespace
+ * where the kernel allows one (unless the parent made one for all its
+ * children, as the fork server does), rlimits (CPU, AS, NOFILE, NPROC = 0) and a CPU-time
  * timer, all capabilities and the bounding set dropped, no_new_privs, and a
  * seccomp allow-list.
  *
@@ -47,6 +48,12 @@ struct sandbox_limits {
 /* Compile the allow-list.  Returns 0, or -1 with a message in err. */
 int sandbox_filter_build(struct sandbox_filter *f, char *err, size_t errlen);
 void sandbox_filter_free(struct sandbox_filter *f);
+
+/*
+ * Empty the capability bounding set of this process, once, in the parent of
+ * many sandboxed children: they inherit it and need not pay for 41 drops each.
+ */
+int sandbox_drop_bounding_set(char *err, size_t errlen);
 
 /*
  * Called in the child: lock it down, keeping only `endpoint` open.
