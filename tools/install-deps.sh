@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian 12 lacks for one purpose: base | fuzz | lint | vm.
+# Installs what a fresh Debian 12 lacks for one purpose: base | fuzz | lint | bench | module | vm.
 # Only missing packages are installed; as non-root it names them and fails.
 set -euo pipefail
 
@@ -9,8 +9,9 @@ base) want=(build-essential pkg-config libsodium-dev libseccomp-dev libcap-dev l
 fuzz) want=(clang libclang-rt-14-dev) ;;
 lint) want=(cppcheck sparse) ;;
 bench) want=(bubblewrap) ;;
+module) want=(linux-headers-amd64 sparse) ;;
 vm) want=(qemu-system-x86 busybox-static cpio linux-headers-amd64 sparse) ;;
-*) echo "usage: $0 base|fuzz|lint|bench|vm" >&2; exit 2 ;;
+*) echo "usage: $0 base|fuzz|lint|bench|module|vm" >&2; exit 2 ;;
 esac
 
 missing=()
