@@ -14,6 +14,7 @@
 #else
 #include <linux/types.h>
 #endif
+#include <linux/ioctl.h>
 
 #define CTXVM_API_VERSION 1
 #define CTXVM_WINDOW 16
@@ -58,5 +59,148 @@ struct ctxvm_msg {
 	__u64 text[CTXVM_MSG_TEXT_WORDS];       /* FAIL: message */
 	__u64 reserved[4];
 };
+
+/*
+ * ---- The kernel module's ioctl API (/dev/ctxvm), shaped like KVM's ----
+ *
+ * /dev/ctxvm (system fd):
+ *   CTXVM_GET_API_VERSION    arg 0; returns CTXVM_API_VERSION.
+ *   CTXVM_CHECK_EXTENSION    arg = CTXVM_CAP_*; returns its value, 0 if unknown.
+ *   CTXVM_CREATE_SESSION     arg 0 (flags, none defined); returns a session fd
+ *                            (anon inode, O_CLOEXEC).  -EMFILE past max_sessions.
+ *
+ * Session fd (the runner; any process holding it may use it):
+ *   CTXVM_ADD_KERNEL_PROC    a kernel export's digest (before START only).
+ *   CTXVM_START              creates context 0's endpoint, queues its RUN
+ *                            (kind ROOT) and returns the endpoint id.
+ *   CTXVM_CONTEXT_FD         returns a context fd (anon inode, O_CLOEXEC) for an
+ *                            endpoint named by START or by a SPAWN event; once
+ *                            per endpoint (-EBUSY after).
+ *   CTXVM_EVENT              blocks (interruptibly) for the next event; -EAGAIN
+ *                            with O_NONBLOCK; poll() says EPOLLIN when one waits.
+ *   CTXVM_SESSION_INFO       state, depth, contexts made, deepest stack.
+ *   Closing the session fd ends the session: unattached endpoints, queued
+ *   messages and events are freed; every context fd answers -ESHUTDOWN.
+ *
+ * Context fd (one context process):
+ *   CTXVM_CTX_BIND           binds the fd to the calling thread group.  Every
+ *                            other ioctl from any other process (and before the
+ *                            bind) is -EPERM; a second BIND is -EBUSY.  The
+ *                            runner creates the fd, forks, closes its copy, and
+ *                            the child binds first thing.
+ *   CTXVM_CTX_WAIT           blocks for the next message to this context (RUN,
+ *                            RESULT, GUARD_BEGIN, GUARD_END); -ESHUTDOWN when
+ *                            none can come any more (its activation is over,
+ *                            the run ended or failed, the session fd closed).
+ *   CTXVM_CTX_CALL           a CALL message (kind = frame kind): pushes the
+ *                            frame, then waits as CTXVM_CTX_WAIT and returns
+ *                            the first message (context 0 receives nested RUNs
+ *                            here).  Interrupted by a signal after the call was
+ *                            made, it returns -EINTR: fetch the rest with WAIT.
+ *   CTXVM_CTX_RETURN         a RETURN message (gas used, result window).
+ *   CTXVM_CTX_FAIL           a FAIL message (error kind, pc, gas used, text).
+ *   CTXVM_CTX_CALLER         a CALLER message in, the CALLER_REPLY out.
+ *   CTXVM_CTX_FINISH         a FINISH message (root frame only).
+ *   Each takes a struct ctxvm_msg whose type must match the ioctl and whose
+ *   reserved words must be zero (-EINVAL).  A context process that dies, or
+ *   closes its context fd, releases its frames (unwind to the nearest
+ *   delegatecall, else the run fails).
+ *
+ * Broker refusals (shared/broker.h) as errnos: not the top frame's owner
+ * -EBUSY, bad frame kind -EINVAL, syscall while in a syscall -EDEADLK, syscall
+ * target not a kernel export -ENOENT, frame stack full -ELOOP, gas above the
+ * frame's limit -ERANGE, no running session -ESHUTDOWN, return from the root
+ * frame -EPROTO, kernel table full -ENOSPC.  Out of endpoints
+ * (max_contexts) -EMFILE.
+ *
+ * Module parameters (/sys/module/ctxvm/parameters): max_sessions,
+ * max_contexts (live endpoints per session), max_depth (frames per session);
+ * read when a session is created.
+ */
+#define CTXVM_IO 0xC7
+
+/* CTXVM_CHECK_EXTENSION */
+enum ctxvm_cap {
+	CTXVM_CAP_MAX_SESSIONS = 1,
+	CTXVM_CAP_MAX_CONTEXTS = 2,
+	CTXVM_CAP_MAX_DEPTH = 3,
+	CTXVM_CAP_LIVE_SESSIONS = 4,
+	CTXVM_CAP_LIVE_ALLOCS = 5,      /* module-wide live allocations */
+	CTXVM_CAP_MSG_SIZE = 6,         /* sizeof(struct ctxvm_msg) */
+};
+
+struct ctxvm_kernel_proc {
+	__u64 digest[4];
+	__u32 flags;                    /* must be 0 */
+	__u32 pad;                      /* must be 0 */
+	__u64 reserved[2];              /* must be 0 */
+};
+
+struct ctxvm_start {
+	__u64 digest[4];                /* in: the root procedure */
+	__u64 gas;                      /* in: the run's gas */
+	__u64 proc;                     /* in: copied into the RUN */
+	__u64 budget;                   /* in: copied into the RUN */
+	__u64 window[CTXVM_WINDOW];     /* in: the inputs, copied into the RUN */
+	__u64 endpoint;                 /* out: context 0's endpoint id */
+	__u32 flags;                    /* must be 0 */
+	__u32 pad;                      /* must be 0 */
+	__u64 reserved[4];              /* must be 0 */
+};
+
+struct ctxvm_context_fd {
+	__u64 endpoint;
+	__u32 flags;                    /* must be 0 (the fd is always O_CLOEXEC) */
+	__u32 pad;                      /* must be 0 */
+	__u64 reserved[2];              /* must be 0 */
+};
+
+enum ctxvm_event_type {
+	CTXVM_EVENT_SPAWN = 1,          /* start a process for `endpoint`; msg = its RUN */
+	CTXVM_EVENT_FINISH = 2,         /* the run ended; msg = the FINISH */
+	CTXVM_EVENT_FAIL = 3,           /* a frame failed; msg = the FAIL */
+	CTXVM_EVENT_DIED = 4,           /* `endpoint` died or closed holding frames */
+};
+
+#define CTXVM_EVENT_F_CAUGHT 0x1U             /* a delegatecall caught it */
+#define CTXVM_EVENT_F_SESSION_FAILED 0x2U     /* nothing caught it */
+
+struct ctxvm_event {
+	__u32 type;                     /* enum ctxvm_event_type */
+	__u32 flags;                    /* CTXVM_EVENT_F_* */
+	__u64 endpoint;
+	__u64 depth;                    /* frame stack depth after the event */
+	__u64 reserved[5];              /* zero */
+	struct ctxvm_msg msg;
+};
+
+struct ctxvm_session_info {
+	__u32 state;                    /* enum ctxvm_session_state (broker.h) */
+	__u32 depth;
+	__u32 max_depth_seen;
+	__u32 pad;
+	__u64 contexts;
+	__u64 endpoints;                /* live endpoints */
+	__u64 reserved[4];
+};
+
+/* /dev/ctxvm */
+#define CTXVM_GET_API_VERSION   _IO(CTXVM_IO, 0x00)
+#define CTXVM_CREATE_SESSION    _IO(CTXVM_IO, 0x01)
+#define CTXVM_CHECK_EXTENSION   _IO(CTXVM_IO, 0x02)
+/* session fd */
+#define CTXVM_ADD_KERNEL_PROC   _IOW(CTXVM_IO, 0x10, struct ctxvm_kernel_proc)
+#define CTXVM_START             _IOWR(CTXVM_IO, 0x11, struct ctxvm_start)
+#define CTXVM_CONTEXT_FD        _IOW(CTXVM_IO, 0x12, struct ctxvm_context_fd)
+#define CTXVM_EVENT             _IOR(CTXVM_IO, 0x13, struct ctxvm_event)
+#define CTXVM_SESSION_INFO      _IOR(CTXVM_IO, 0x14, struct ctxvm_session_info)
+/* context fd */
+#define CTXVM_CTX_BIND          _IO(CTXVM_IO, 0x20)
+#define CTXVM_CTX_WAIT          _IOR(CTXVM_IO, 0x21, struct ctxvm_msg)
+#define CTXVM_CTX_CALL          _IOWR(CTXVM_IO, 0x22, struct ctxvm_msg)
+#define CTXVM_CTX_RETURN        _IOW(CTXVM_IO, 0x23, struct ctxvm_msg)
+#define CTXVM_CTX_FAIL          _IOW(CTXVM_IO, 0x24, struct ctxvm_msg)
+#define CTXVM_CTX_CALLER        _IOWR(CTXVM_IO, 0x25, struct ctxvm_msg)
+#define CTXVM_CTX_FINISH        _IOW(CTXVM_IO, 0x26, struct ctxvm_msg)
 
 #endif /* CTXVM_UAPI_H */

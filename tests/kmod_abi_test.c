@@ -1,0 +1,1153 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The ioctl ABI of /dev/ctxvm (shared/ctxvm_uapi.h) against ctxvm.ko.
+ *
+ * The test process plays the runner: it creates the session, serves its
+ * events and forks one process per context, each running a small script of
+ * ioctls and exiting non-zero on the first surprise.  Every test SKIPs when
+ * /dev/ctxvm is absent (the host).  The last test checks the module's live
+ * allocation counter is back to zero.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kselftest_harness.h"
+#include "../shared/broker.h"
+#include "../shared/ctxvm_uapi.h"
+
+#define DEV "/dev/ctxvm"
+#define PARAMS "/sys/module/ctxvm/parameters/"
+
+static const __u64 D_ROOT[4] = { 0x100, 1, 2, 3 };
+static const __u64 D_P[4] = { 0x200, 1, 2, 3 };
+static const __u64 D_U[4] = { 0x300, 1, 2, 3 };
+static const __u64 D_Q[4] = { 0x400, 1, 2, 3 };
+static const __u64 D_K1[4] = { 0x500, 1, 2, 3 };
+static const __u64 D_K2[4] = { 0x600, 1, 2, 3 };
+static const __u64 D_X[4] = { 0x700, 1, 2, 3 };   /* not a kernel export */
+static const __u64 ZERO[4];
+
+#define GAS 1000000ULL
+
+/* In a context process: report and leave on the first surprise. */
+#define CHECK(c) do { \
+	if (!(c)) { \
+		fprintf(stderr, "# context %d: check failed at line %d: %s (errno %d)\n", \
+			getpid(), __LINE__, #c, errno); \
+		_exit(1); \
+	} \
+} while (0)
+
+#define NEED_DEV(fd) do { \
+	fd = open(DEV, O_RDWR | O_CLOEXEC); \
+	if (fd < 0 && (errno == ENOENT || errno == ENODEV || errno == ENXIO)) \
+		SKIP(return, DEV " is absent (ctxvm.ko not loaded)"); \
+	ASSERT_LE(0, fd); \
+} while (0)
+
+static int xioctl(int fd, unsigned long cmd, void *arg)
+{
+	return ioctl(fd, cmd, arg) < 0 ? -errno : 0;
+}
+
+static int dig_eq(const __u64 *a, const __u64 *b)
+{
+	return memcmp(a, b, 4 * sizeof(__u64)) == 0;
+}
+
+static int new_session(int dev)
+{
+	struct ctxvm_kernel_proc kp = { 0 };
+	int s = ioctl(dev, CTXVM_CREATE_SESSION, 0);
+
+	if (s < 0)
+		return -errno;
+	memcpy(kp.digest, D_K1, sizeof(kp.digest));
+	if (ioctl(s, CTXVM_ADD_KERNEL_PROC, &kp) < 0)
+		return -errno;
+	memcpy(kp.digest, D_K2, sizeof(kp.digest));
+	if (ioctl(s, CTXVM_ADD_KERNEL_PROC, &kp) < 0)
+		return -errno;
+	return s;
+}
+
+static int start(int s, __u64 *ep)
+{
+	struct ctxvm_start st = { .gas = GAS, .budget = 16 };
+	int r;
+
+	memcpy(st.digest, D_ROOT, sizeof(st.digest));
+	st.window[0] = 7;
+	r = xioctl(s, CTXVM_START, &st);
+	*ep = st.endpoint;
+	return r;
+}
+
+static int ctx_fd(int s, __u64 ep)
+{
+	struct ctxvm_context_fd cf = { .endpoint = ep };
+	int fd = ioctl(s, CTXVM_CONTEXT_FD, &cf);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* A session, started, with context 0's fd bound to this process. */
+static int root_here(int dev, int *sess)
+{
+	__u64 ep;
+	int fd;
+
+	*sess = new_session(dev);
+	if (*sess < 0 || start(*sess, &ep))
+		return -1;
+	fd = ctx_fd(*sess, ep);
+	if (fd < 0 || ioctl(fd, CTXVM_CTX_BIND, 0))
+		return -1;
+	return fd;
+}
+
+static int ctx_call(int fd, __u64 kind, const __u64 *d, __u64 gas, __u64 gas_arg, __u64 fmp,
+		    struct ctxvm_msg *out)
+{
+	struct ctxvm_msg m = { .type = CTXVM_MSG_CALL, .kind = kind, .gas = gas,
+			       .gas_arg = gas_arg, .fmp = fmp, .budget = 16 };
+
+	memcpy(m.digest, d, sizeof(m.digest));
+	m.window[0] = 11;
+	if (ioctl(fd, CTXVM_CTX_CALL, &m) < 0)
+		return -errno;
+	*out = m;
+	return 0;
+}
+
+static int ctx_wait(int fd, struct ctxvm_msg *out)
+{
+	return xioctl(fd, CTXVM_CTX_WAIT, out);
+}
+
+static int ctx_return(int fd, __u64 gas, __u64 w0)
+{
+	struct ctxvm_msg m = { .type = CTXVM_MSG_RETURN, .gas = gas };
+
+	m.window[0] = w0;
+	return xioctl(fd, CTXVM_CTX_RETURN, &m);
+}
+
+static int ctx_fail(int fd, __u64 gas)
+{
+	struct ctxvm_msg m = { .type = CTXVM_MSG_FAIL, .kind = 1, .gas = gas, .pc = 3 };
+
+	strcpy((char *)m.text, "assertion failed");
+	return xioctl(fd, CTXVM_CTX_FAIL, &m);
+}
+
+static int ctx_finish(int fd, __u64 gas)
+{
+	struct ctxvm_msg m = { .type = CTXVM_MSG_FINISH, .gas = gas };
+
+	return xioctl(fd, CTXVM_CTX_FINISH, &m);
+}
+
+static int ctx_caller(int fd, __u64 out[4])
+{
+	struct ctxvm_msg m = { .type = CTXVM_MSG_CALLER };
+	int r = xioctl(fd, CTXVM_CTX_CALLER, &m);
+
+	if (!r) {
+		if (m.type != CTXVM_MSG_CALLER_REPLY)
+			return -EPROTO;
+		memcpy(out, m.digest, sizeof(m.digest));
+	}
+	return r;
+}
+
+static int caller_is(int fd, const __u64 *want)
+{
+	__u64 d[4];
+
+	return ctx_caller(fd, d) == 0 && dig_eq(d, want);
+}
+
+/* ---- the runner side ---- */
+
+typedef void (*ctx_fn)(int fd, const struct ctxvm_msg *run);
+
+struct role {
+	const __u64 *digest;
+	ctx_fn fn;
+};
+
+struct runner {
+	int sess;
+	const struct role *roles;
+	int nroles;
+	pid_t pids[16];
+	int npids;
+	int caught;             /* FAIL/DIED events a delegatecall caught */
+	struct ctxvm_event last;
+};
+
+/* A process for `ep`: binds, takes its RUN, runs fn, exits 0. */
+static pid_t spawn(int sess, __u64 ep, ctx_fn fn)
+{
+	int fd = ctx_fd(sess, ep);
+	pid_t pid;
+
+	if (fd < 0)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		struct ctxvm_msg run;
+
+		close(sess);
+		CHECK(ioctl(fd, CTXVM_CTX_BIND, 0) == 0);
+		CHECK(ctx_wait(fd, &run) == 0);
+		CHECK(run.type == CTXVM_MSG_RUN);
+		fn(fd, &run);
+		_exit(0);
+	}
+	close(fd);
+	return pid;
+}
+
+static ctx_fn role_of(struct runner *r, const __u64 *digest)
+{
+	for (int i = 0; i < r->nroles; i++)
+		if (dig_eq(r->roles[i].digest, digest))
+			return r->roles[i].fn;
+	return NULL;
+}
+
+/* Serves events until the run finishes or fails; stops early on an event of type `until`. */
+static int serve(struct runner *r, __u32 until)
+{
+	for (;;) {
+		struct ctxvm_event *ev = &r->last;
+		ctx_fn fn;
+
+		if (ioctl(r->sess, CTXVM_EVENT, ev) < 0)
+			return -errno;
+		if (ev->type == until)
+			return 0;
+		switch (ev->type) {
+		case CTXVM_EVENT_SPAWN:
+			fn = role_of(r, ev->msg.digest);
+			if (!fn || r->npids == 16)
+				return -ESRCH;
+			r->pids[r->npids] = spawn(r->sess, ev->endpoint, fn);
+			if (r->pids[r->npids++] < 0)
+				return -ECHILD;
+			break;
+		case CTXVM_EVENT_FINISH:
+			return 0;
+		default:
+			if (ev->flags & CTXVM_EVENT_F_SESSION_FAILED)
+				return 0;
+			r->caught++;
+		}
+	}
+}
+
+/* 0 when every context process exited 0. */
+static int reap(struct runner *r)
+{
+	int bad = 0, st;
+
+	for (int i = 0; i < r->npids; i++) {
+		if (waitpid(r->pids[i], &st, 0) != r->pids[i] || !WIFEXITED(st) ||
+		    WEXITSTATUS(st))
+			bad++;
+	}
+	r->npids = 0;
+	return bad;
+}
+
+static void runner_init(struct runner *r, int sess, const struct role *roles, int n,
+			ctx_fn root)
+{
+	__u64 ep;
+
+	memset(r, 0, sizeof(*r));
+	r->sess = sess;
+	r->roles = roles;
+	r->nroles = n;
+	if (start(sess, &ep) == 0)
+		r->pids[r->npids++] = spawn(sess, ep, root);
+}
+
+/* ---- the seed scenario: root →call P →syscall K1 →call U →syscall K2 ---- */
+
+#define ROOT_FMP (CTXVM_FMP_INIT + 4)
+
+static void seed_u(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+	int r;
+
+	CHECK(run->kind == CTXVM_FRAME_CALL && run->ctx_id == 2);
+	CHECK(run->fmp == CTXVM_FMP_INIT && run->gas == 700000);
+	CHECK(caller_is(fd, D_U));
+	CHECK(ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K2, 600000, 0, CTXVM_FMP_INIT, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_OK && m.gas == 10);
+	CHECK(caller_is(fd, D_U));
+	CHECK(ctx_return(fd, 20, 42) == 0);
+	/* Its activation is over: a second return is refused (the run may have ended). */
+	r = ctx_return(fd, 20, 42);
+	CHECK(r == -EBUSY || r == -ESHUTDOWN);
+	CHECK(ctx_wait(fd, &m) == -ESHUTDOWN);
+}
+
+static void seed_p(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	CHECK(run->kind == CTXVM_FRAME_CALL && run->ctx_id == 1 && run->window[0] == 11);
+	CHECK(run->gas == 900000);
+	CHECK(caller_is(fd, D_P));
+	CHECK(ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, 800000, 0, CTXVM_FMP_INIT, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_OK && m.gas == 30);
+	CHECK(m.window[0] == 43);
+	CHECK(caller_is(fd, D_P));
+	CHECK(ctx_return(fd, 40, 44) == 0);
+}
+
+static void seed_root(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m, k2;
+	__u64 k1_fmp;
+
+	CHECK(run->kind == CTXVM_FRAME_ROOT && run->ctx_id == 0 && run->window[0] == 7);
+	CHECK(run->fmp == CTXVM_FMP_INIT && run->gas == GAS);
+	CHECK(caller_is(fd, ZERO));
+	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_P, 900000, 0, ROOT_FMP, &m) == 0);
+	/* K1, a syscall from P, runs here with P's identity, above root's locals. */
+	CHECK(m.type == CTXVM_MSG_RUN && m.kind == CTXVM_FRAME_SYSCALL && m.ctx_id == 0);
+	CHECK(dig_eq(m.digest, D_K1) && m.fmp == ROOT_FMP && m.gas == 800000);
+	CHECK(caller_is(fd, D_P));
+	k1_fmp = m.fmp + 8;
+	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_U, 700000, 0, k1_fmp, &k2) == 0);
+	/* K2, a syscall from U: U's identity, K2's locals above K1's. */
+	CHECK(k2.type == CTXVM_MSG_RUN && k2.kind == CTXVM_FRAME_SYSCALL);
+	CHECK(dig_eq(k2.digest, D_K2) && k2.fmp == k1_fmp && k2.gas == 600000);
+	CHECK(caller_is(fd, D_U));
+	/* A syscall while a syscall is executing is refused. */
+	CHECK(ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, 500000, 0, k1_fmp, &m) == -EDEADLK);
+	CHECK(ctx_return(fd, 10, 0) == 0);
+	CHECK(ctx_wait(fd, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_OK && m.window[0] == 42);
+	CHECK(m.gas == 20);
+	CHECK(caller_is(fd, D_P));
+	CHECK(ctx_return(fd, 30, 43) == 0);
+	CHECK(ctx_wait(fd, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_RESULT && m.window[0] == 44 && m.gas == 40);
+	CHECK(caller_is(fd, ZERO));
+	CHECK(ctx_return(fd, 1, 0) == -EPROTO);        /* the root frame finishes */
+	CHECK(ctx_finish(fd, 100) == 0);
+	CHECK(ctx_wait(fd, &m) == -ESHUTDOWN);
+}
+
+static const struct role seed_roles[] = { { D_P, seed_p }, { D_U, seed_u } };
+
+/* 0 on success; a small number naming the first failure otherwise. */
+static int run_seed(int dev)
+{
+	struct ctxvm_session_info info;
+	struct runner r;
+	int s = new_session(dev);
+
+	if (s < 0)
+		return 1;
+	runner_init(&r, s, seed_roles, 2, seed_root);
+	if (r.npids != 1 || r.pids[0] < 0)
+		return 2;
+	if (serve(&r, 0) || r.last.type != CTXVM_EVENT_FINISH || r.last.msg.gas != 100)
+		return 3;
+	if (reap(&r))
+		return 4;
+	if (ioctl(s, CTXVM_SESSION_INFO, &info) || info.state != CTXVM_S_DONE ||
+	    info.contexts != 3 || info.max_depth_seen != 5 || info.depth != 0)
+		return 5;
+	close(s);
+	return 0;
+}
+
+TEST(seed_scenario_call_syscall_call_syscall)
+{
+	int dev;
+
+	NEED_DEV(dev);
+	ASSERT_EQ(0, run_seed(dev));
+	close(dev);
+}
+
+TEST(parallel_sessions)
+{
+	pid_t pids[6];
+	int dev, st, i;
+
+	NEED_DEV(dev);
+	for (i = 0; i < 6; i++) {
+		pids[i] = fork();
+		ASSERT_LE(0, pids[i]);
+		if (pids[i] == 0) {
+			int bad = 0;
+
+			for (int k = 0; k < 5; k++)
+				bad |= run_seed(dev);
+			_exit(bad);
+		}
+	}
+	for (i = 0; i < 6; i++) {
+		ASSERT_EQ(pids[i], waitpid(pids[i], &st, 0));
+		EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	close(dev);
+}
+
+/* ---- delegatecall: identity, gas, guarded failure ---- */
+
+static void dg_fails(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	CHECK(run->kind == CTXVM_FRAME_DELEGATECALL && run->gas == 64000 - 1000);
+	CHECK(caller_is(fd, ZERO));        /* the delegator's identity: root's */
+	CHECK(ctx_fail(fd, 500) == 0);
+	CHECK(ctx_wait(fd, &m) == -ESHUTDOWN);
+}
+
+static void dg_ok(int fd, const struct ctxvm_msg *run)
+{
+	CHECK(run->kind == CTXVM_FRAME_DYNDELEGATECALL && run->gas == 300);
+	CHECK(caller_is(fd, ZERO));
+	CHECK(ctx_return(fd, 7, 5) == 0);
+}
+
+static void dg_root(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	CHECK(ctx_call(fd, CTXVM_FRAME_DELEGATECALL, D_P, 64000, GAS, ROOT_FMP, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_GUARD_BEGIN);
+	CHECK(ctx_wait(fd, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_GUARD_END && m.status == 1 && m.fmp == ROOT_FMP);
+	CHECK(ctx_wait(fd, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_GUARD_FAILED);
+	CHECK(m.gas == 500);
+	CHECK(caller_is(fd, ZERO));
+	CHECK(ctx_call(fd, CTXVM_FRAME_DYNDELEGATECALL, D_U, 60000, 300, ROOT_FMP, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_GUARD_BEGIN);
+	CHECK(ctx_wait(fd, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_GUARD_END && m.status == 0);
+	CHECK(ctx_wait(fd, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_OK && m.window[0] == 5);
+	CHECK(ctx_finish(fd, 1) == 0);
+}
+
+TEST(delegatecall_guarded_failure_and_success)
+{
+	static const struct role roles[] = { { D_P, dg_fails }, { D_U, dg_ok } };
+	struct runner r;
+	int dev, s;
+
+	NEED_DEV(dev);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	runner_init(&r, s, roles, 2, dg_root);
+	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_FAIL));
+	EXPECT_EQ((__u32)CTXVM_EVENT_F_CAUGHT, r.last.flags);
+	EXPECT_EQ(500ULL, r.last.msg.gas);
+	EXPECT_EQ(0, strcmp((char *)r.last.msg.text, "assertion failed"));
+	ASSERT_EQ(0, serve(&r, 0));
+	EXPECT_EQ((__u32)CTXVM_EVENT_FINISH, r.last.type);
+	EXPECT_EQ(0, reap(&r));
+	close(s);
+	close(dev);
+}
+
+/* ---- refusals in context 0 alone ---- */
+
+TEST(syscall_and_call_refusals)
+{
+	struct ctxvm_msg m;
+	int dev, s, fd;
+
+	NEED_DEV(dev);
+	fd = root_here(dev, &s);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ctx_wait(fd, &m));
+	ASSERT_EQ((__u64)CTXVM_MSG_RUN, m.type);
+	EXPECT_EQ(-ENOENT, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_X, 100, 0, 0, &m));
+	EXPECT_EQ(-EINVAL, ctx_call(fd, CTXVM_FRAME_ROOT, D_P, 100, 0, 0, &m));
+	EXPECT_EQ(-EINVAL, ctx_call(fd, CTXVM_FRAME_KIND_MAX + 1, D_P, 100, 0, 0, &m));
+	EXPECT_EQ(-ERANGE, ctx_call(fd, CTXVM_FRAME_CALL, D_P, GAS + 1, 0, 0, &m));
+	EXPECT_EQ(-EPROTO, ctx_return(fd, 0, 0));
+	/* A syscall from root runs right here, with root's (zero) identity. */
+	ASSERT_EQ(0, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, 5000, 0, ROOT_FMP, &m));
+	EXPECT_EQ((__u64)CTXVM_MSG_RUN, m.type);
+	EXPECT_EQ((__u64)ROOT_FMP, m.fmp);
+	EXPECT_TRUE(caller_is(fd, ZERO));
+	EXPECT_EQ(-EDEADLK, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K2, 100, 0, 0, &m));
+	EXPECT_EQ(-ERANGE, ctx_return(fd, 5001, 0));
+	EXPECT_EQ(-EBUSY, ctx_finish(fd, 0));           /* not at the root frame */
+	ASSERT_EQ(0, ctx_return(fd, 50, 9));
+	ASSERT_EQ(0, ctx_wait(fd, &m));
+	EXPECT_EQ((__u64)CTXVM_MSG_RESULT, m.type);
+	EXPECT_EQ(9ULL, m.window[0]);
+	/* A failure that nothing catches fails the run. */
+	ASSERT_EQ(0, ctx_fail(fd, 1));
+	EXPECT_EQ(-ESHUTDOWN, ctx_wait(fd, &m));
+	EXPECT_EQ(-ESHUTDOWN, ctx_caller(fd, m.digest));
+	close(fd);
+	close(s);
+	close(dev);
+}
+
+/* ---- a context that is not on top ---- */
+
+static int nt_go[2], nt_done[2];
+
+static void nt_on_usr1(int sig)
+{
+	(void)sig;
+}
+
+static void nt_p(int fd, const struct ctxvm_msg *run)
+{
+	char c;
+
+	(void)run;
+	CHECK(read(nt_go[0], &c, 1) == 1);
+	CHECK(ctx_return(fd, 3, 8) == 0);
+}
+
+static void nt_root(int fd, const struct ctxvm_msg *run)
+{
+	struct sigaction sa = { .sa_handler = nt_on_usr1 };    /* no SA_RESTART */
+	struct ctxvm_msg m;
+	__u64 d[4];
+
+	(void)run;
+	CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
+	/* Interrupted after the call was made: it is not restarted. */
+	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_P, 1000, 0, 0, &m) == -EINTR);
+	CHECK(ctx_return(fd, 0, 0) == -EBUSY);
+	CHECK(ctx_caller(fd, d) == -EBUSY);
+	CHECK(ctx_fail(fd, 0) == -EBUSY);
+	CHECK(ctx_finish(fd, 0) == -EBUSY);
+	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_U, 100, 0, 0, &m) == -EBUSY);
+	CHECK(write(nt_done[1], "x", 1) == 1);
+	CHECK(ctx_wait(fd, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_RESULT && m.window[0] == 8);
+	CHECK(ctx_finish(fd, 10) == 0);
+}
+
+TEST(wrong_frame_return_and_caller_refused)
+{
+	static const struct role roles[] = { { D_P, nt_p } };
+	struct runner r;
+	int dev, s;
+	char c;
+
+	NEED_DEV(dev);
+	ASSERT_EQ(0, pipe(nt_go));
+	ASSERT_EQ(0, pipe(nt_done));
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	runner_init(&r, s, roles, 1, nt_root);
+	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_SPAWN));
+	/* Root is inside its CALL now; P's process is made, then root interrupted. */
+	r.pids[r.npids] = spawn(s, r.last.endpoint, nt_p);
+	ASSERT_LT(0, r.pids[r.npids++]);
+	ASSERT_EQ(0, kill(r.pids[0], SIGUSR1));
+	ASSERT_EQ(1, read(nt_done[0], &c, 1));
+	ASSERT_EQ(1, write(nt_go[1], "g", 1));
+	ASSERT_EQ(0, serve(&r, 0));
+	EXPECT_EQ((__u32)CTXVM_EVENT_FINISH, r.last.type);
+	EXPECT_EQ(0, reap(&r));
+	close(s);
+	close(dev);
+}
+
+/* ---- a context killed mid-call ---- */
+
+static void km_sleeper(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+	int r;
+
+	(void)run;
+	/* Its frame is popped under it when its caller dies. */
+	CHECK(ctx_wait(fd, &m) == -ESHUTDOWN);
+	r = ctx_return(fd, 1, 1);
+	CHECK(r == -EBUSY || r == -ESHUTDOWN);
+}
+
+static void km_middle(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	(void)run;
+	ctx_call(fd, CTXVM_FRAME_CALL, D_Q, run->gas, 0, 0, &m);
+	_exit(1);       /* it must be killed inside the call */
+}
+
+static void km_root_plain(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	(void)run;
+	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_P, 9000, 0, 0, &m) == -ESHUTDOWN);
+}
+
+static void km_root_guarded(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	(void)run;
+	CHECK(ctx_call(fd, CTXVM_FRAME_DELEGATECALL, D_P, 6400, 5000, 0, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_GUARD_BEGIN);
+	CHECK(ctx_wait(fd, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_GUARD_END && m.status == 1);
+	CHECK(ctx_wait(fd, &m) == 0);
+	/* A killed context spent all it had. */
+	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_GUARD_FAILED);
+	CHECK(m.gas == 5000);
+	CHECK(ctx_finish(fd, 1) == 0);
+}
+
+static void killed_mid_call(struct __test_metadata *_metadata, ctx_fn root, __u32 want_flags)
+{
+	static const struct role roles[] = { { D_P, km_middle }, { D_Q, km_sleeper } };
+	struct runner r;
+	int dev, s, st;
+
+	NEED_DEV(dev);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	runner_init(&r, s, roles, 2, root);
+	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_SPAWN));            /* P */
+	r.pids[r.npids] = spawn(s, r.last.endpoint, km_middle);
+	ASSERT_LT(0, r.pids[r.npids++]);
+	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_SPAWN));            /* Q: P is in its call */
+	r.pids[r.npids] = spawn(s, r.last.endpoint, km_sleeper);
+	ASSERT_LT(0, r.pids[r.npids++]);
+	ASSERT_EQ(0, kill(r.pids[1], SIGKILL));
+	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_DIED));
+	EXPECT_EQ(want_flags, r.last.flags);
+	ASSERT_EQ(r.pids[1], waitpid(r.pids[1], &st, 0));
+	EXPECT_TRUE(WIFSIGNALED(st));
+	r.pids[1] = r.pids[--r.npids];
+	if (want_flags == CTXVM_EVENT_F_CAUGHT) {
+		ASSERT_EQ(0, serve(&r, 0));
+		EXPECT_EQ((__u32)CTXVM_EVENT_FINISH, r.last.type);
+	}
+	EXPECT_EQ(0, reap(&r));
+	close(s);
+	close(dev);
+}
+
+TEST(killed_mid_call_fails_the_run)
+{
+	killed_mid_call(_metadata, km_root_plain, CTXVM_EVENT_F_SESSION_FAILED);
+}
+
+TEST(killed_mid_call_caught_by_delegatecall)
+{
+	killed_mid_call(_metadata, km_root_guarded, CTXVM_EVENT_F_CAUGHT);
+}
+
+TEST(closing_the_context_fd_releases_its_frames)
+{
+	struct ctxvm_event ev;
+	int dev, s, fd;
+
+	NEED_DEV(dev);
+	fd = root_here(dev, &s);
+	ASSERT_LE(0, fd);
+	close(fd);
+	ASSERT_EQ(0, ioctl(s, CTXVM_EVENT, &ev));
+	EXPECT_EQ((__u32)CTXVM_EVENT_DIED, ev.type);
+	EXPECT_EQ((__u32)CTXVM_EVENT_F_SESSION_FAILED, ev.flags);
+	EXPECT_EQ(-1, ioctl(s, CTXVM_EVENT, &ev));
+	EXPECT_EQ(ESHUTDOWN, errno);
+	close(s);
+	close(dev);
+}
+
+/* ---- fds: the session fd closed, another process, O_CLOEXEC ---- */
+
+TEST(call_after_session_fd_closed)
+{
+	struct ctxvm_msg m;
+	int dev, s, fd;
+
+	NEED_DEV(dev);
+	fd = root_here(dev, &s);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ctx_wait(fd, &m));
+	close(s);
+	EXPECT_EQ(-ESHUTDOWN, ctx_call(fd, CTXVM_FRAME_CALL, D_P, 100, 0, 0, &m));
+	EXPECT_EQ(-ESHUTDOWN, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, 100, 0, 0, &m));
+	EXPECT_EQ(-ESHUTDOWN, ctx_wait(fd, &m));
+	EXPECT_EQ(-ESHUTDOWN, ctx_caller(fd, m.digest));
+	EXPECT_EQ(-ESHUTDOWN, ctx_finish(fd, 0));
+	close(fd);
+	close(dev);
+}
+
+TEST(context_fd_refused_in_another_process)
+{
+	int dev, s, fd, st, sync[2];
+	struct ctxvm_msg m;
+	__u64 ep;
+	pid_t pid;
+	char c;
+
+	NEED_DEV(dev);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	ASSERT_EQ(0, start(s, &ep));
+	fd = ctx_fd(s, ep);
+	ASSERT_LE(0, fd);
+	/* Unbound: nobody may use it yet. */
+	EXPECT_EQ(-EPERM, ctx_wait(fd, &m));
+	ASSERT_EQ(0, pipe(sync));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		CHECK(ioctl(fd, CTXVM_CTX_BIND, 0) == 0);
+		CHECK(write(sync[1], "b", 1) == 1);
+		CHECK(ctx_wait(fd, &m) == 0 && m.type == CTXVM_MSG_RUN);
+		CHECK(ctx_finish(fd, 0) == 0);
+		_exit(0);
+	}
+	ASSERT_EQ(1, read(sync[0], &c, 1));
+	EXPECT_EQ(-EBUSY, xioctl(fd, CTXVM_CTX_BIND, NULL));
+	EXPECT_EQ(-EPERM, ctx_wait(fd, &m));
+	EXPECT_EQ(-EPERM, ctx_caller(fd, m.digest));
+	EXPECT_EQ(-EPERM, ctx_return(fd, 0, 0));
+	EXPECT_EQ(-EPERM, ctx_fail(fd, 0));
+	EXPECT_EQ(-EPERM, ctx_finish(fd, 0));
+	EXPECT_EQ(-EPERM, ctx_call(fd, CTXVM_FRAME_CALL, D_P, 1, 0, 0, &m));
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(fd);
+	close(s);
+	close(dev);
+}
+
+TEST(every_fd_is_cloexec)
+{
+	int dev, s, fd;
+
+	NEED_DEV(dev);
+	fd = root_here(dev, &s);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(FD_CLOEXEC, fcntl(s, F_GETFD) & FD_CLOEXEC);
+	EXPECT_EQ(FD_CLOEXEC, fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	close(fd);
+	close(s);
+	close(dev);
+}
+
+/* ---- the system fd ---- */
+
+TEST(api_version_and_extensions)
+{
+	int dev;
+
+	NEED_DEV(dev);
+	EXPECT_EQ(CTXVM_API_VERSION, ioctl(dev, CTXVM_GET_API_VERSION, 0));
+	EXPECT_EQ(-1, ioctl(dev, CTXVM_GET_API_VERSION, 1));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_LT(0, ioctl(dev, CTXVM_CHECK_EXTENSION, CTXVM_CAP_MAX_SESSIONS));
+	EXPECT_LT(0, ioctl(dev, CTXVM_CHECK_EXTENSION, CTXVM_CAP_MAX_CONTEXTS));
+	EXPECT_LT(0, ioctl(dev, CTXVM_CHECK_EXTENSION, CTXVM_CAP_MAX_DEPTH));
+	EXPECT_EQ((int)sizeof(struct ctxvm_msg),
+		  ioctl(dev, CTXVM_CHECK_EXTENSION, CTXVM_CAP_MSG_SIZE));
+	EXPECT_EQ(0, ioctl(dev, CTXVM_CHECK_EXTENSION, 9999));
+	EXPECT_EQ(-1, ioctl(dev, CTXVM_CREATE_SESSION, 1));
+	EXPECT_EQ(EINVAL, errno);
+	close(dev);
+}
+
+TEST(unknown_ioctls_and_bad_sizes_are_enotty)
+{
+	struct ctxvm_msg m = { 0 };
+	int dev, s, fd;
+
+	NEED_DEV(dev);
+	fd = root_here(dev, &s);
+	ASSERT_LE(0, fd);
+	/* each fd knows only its own commands */
+	EXPECT_EQ(-ENOTTY, xioctl(dev, _IO(CTXVM_IO, 0x7f), NULL));
+	EXPECT_EQ(-ENOTTY, xioctl(dev, CTXVM_START, &m));
+	EXPECT_EQ(-ENOTTY, xioctl(s, CTXVM_GET_API_VERSION, NULL));
+	EXPECT_EQ(-ENOTTY, xioctl(s, CTXVM_CTX_WAIT, &m));
+	EXPECT_EQ(-ENOTTY, xioctl(fd, CTXVM_CREATE_SESSION, NULL));
+	EXPECT_EQ(-ENOTTY, xioctl(fd, CTXVM_EVENT, &m));
+	EXPECT_EQ(-ENOTTY, xioctl(fd, _IO('T', 1), NULL));
+	/* the same number with another size is another command */
+	EXPECT_EQ(-ENOTTY, xioctl(s, _IOC(_IOC_WRITE, CTXVM_IO, 0x10,
+					 sizeof(struct ctxvm_kernel_proc) - 8), &m));
+	EXPECT_EQ(-ENOTTY, xioctl(s, _IOC(_IOC_READ | _IOC_WRITE, CTXVM_IO, 0x11,
+					 sizeof(struct ctxvm_start) + 8), &m));
+	EXPECT_EQ(-ENOTTY, xioctl(fd, _IOC(_IOC_READ | _IOC_WRITE, CTXVM_IO, 0x22,
+					  sizeof(struct ctxvm_msg) - 8), &m));
+	EXPECT_EQ(-ENOTTY, xioctl(fd, _IOC(_IOC_READ, CTXVM_IO, 0x21, 8), &m));
+	/* and a bad pointer is EFAULT, not a crash */
+	EXPECT_EQ(-EFAULT, xioctl(fd, CTXVM_CTX_CALLER, (void *)8));
+	EXPECT_EQ(-EFAULT, xioctl(s, CTXVM_SESSION_INFO, (void *)8));
+	close(fd);
+	close(s);
+	close(dev);
+}
+
+/* ---- every reserved field, flag and pad of every struct ---- */
+
+TEST(kernel_proc_reserved_and_limits)
+{
+	struct ctxvm_kernel_proc kp;
+	__u64 ep;
+	int dev, s, i;
+
+	NEED_DEV(dev);
+	s = ioctl(dev, CTXVM_CREATE_SESSION, 0);
+	ASSERT_LE(0, s);
+	for (i = 0; i < 4; i++) {
+		memset(&kp, 0, sizeof(kp));
+		if (i == 0)
+			kp.flags = 1;
+		else if (i == 1)
+			kp.pad = 1;
+		else
+			kp.reserved[i - 2] = 1;
+		EXPECT_EQ(-EINVAL, xioctl(s, CTXVM_ADD_KERNEL_PROC, &kp));
+	}
+	for (i = 0; i < CTXVM_MAX_KERNEL_PROCS; i++) {
+		memset(&kp, 0, sizeof(kp));
+		kp.digest[0] = i;
+		ASSERT_EQ(0, xioctl(s, CTXVM_ADD_KERNEL_PROC, &kp));
+	}
+	EXPECT_EQ(-ENOSPC, xioctl(s, CTXVM_ADD_KERNEL_PROC, &kp));
+	ASSERT_EQ(0, start(s, &ep));
+	EXPECT_EQ(-EBUSY, xioctl(s, CTXVM_ADD_KERNEL_PROC, &kp));
+	close(s);
+	close(dev);
+}
+
+TEST(start_reserved_and_twice)
+{
+	struct ctxvm_start st;
+	__u64 ep;
+	int dev, s, i;
+
+	NEED_DEV(dev);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	for (i = 0; i < 7; i++) {
+		memset(&st, 0, sizeof(st));
+		st.gas = 10;
+		if (i == 0)
+			st.flags = 1;
+		else if (i == 1)
+			st.pad = 1;
+		else if (i == 2)
+			st.endpoint = 1;
+		else
+			st.reserved[i - 3] = 1;
+		EXPECT_EQ(-EINVAL, xioctl(s, CTXVM_START, &st));
+	}
+	ASSERT_EQ(0, start(s, &ep));
+	EXPECT_NE(0ULL, ep);
+	EXPECT_EQ(-EBUSY, start(s, &ep));
+	close(s);
+	close(dev);
+}
+
+TEST(context_fd_reserved_unknown_and_twice)
+{
+	struct ctxvm_context_fd cf;
+	__u64 ep;
+	int dev, s, fd, i;
+
+	NEED_DEV(dev);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	ASSERT_EQ(0, start(s, &ep));
+	for (i = 0; i < 4; i++) {
+		memset(&cf, 0, sizeof(cf));
+		cf.endpoint = ep;
+		if (i == 0)
+			cf.flags = O_CLOEXEC;
+		else if (i == 1)
+			cf.pad = 1;
+		else
+			cf.reserved[i - 2] = 1;
+		EXPECT_EQ(-EINVAL, xioctl(s, CTXVM_CONTEXT_FD, &cf));
+	}
+	EXPECT_EQ(-ENOENT, ctx_fd(s, ep + 1000));
+	EXPECT_EQ(-ENOENT, ctx_fd(s, 0));
+	fd = ctx_fd(s, ep);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EBUSY, ctx_fd(s, ep));
+	close(fd);
+	close(s);
+	close(dev);
+}
+
+TEST(message_reserved_type_and_bind_arg)
+{
+	static const unsigned long cmds[] = {
+		CTXVM_CTX_CALL, CTXVM_CTX_RETURN, CTXVM_CTX_FAIL, CTXVM_CTX_CALLER,
+		CTXVM_CTX_FINISH,
+	};
+	static const __u64 types[] = {
+		CTXVM_MSG_CALL, CTXVM_MSG_RETURN, CTXVM_MSG_FAIL, CTXVM_MSG_CALLER,
+		CTXVM_MSG_FINISH,
+	};
+	struct ctxvm_msg m;
+	int dev, s, fd, i, k;
+	__u64 ep;
+
+	NEED_DEV(dev);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	ASSERT_EQ(0, start(s, &ep));
+	fd = ctx_fd(s, ep);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EINVAL, xioctl(fd, CTXVM_CTX_BIND, (void *)1));
+	ASSERT_EQ(0, xioctl(fd, CTXVM_CTX_BIND, NULL));
+	EXPECT_EQ(-EBUSY, xioctl(fd, CTXVM_CTX_BIND, NULL));
+	ASSERT_EQ(0, ctx_wait(fd, &m));
+	for (i = 0; i < 5; i++) {
+		for (k = 0; k < 4; k++) {
+			memset(&m, 0, sizeof(m));
+			m.type = types[i];
+			m.kind = CTXVM_FRAME_CALL;
+			m.reserved[k] = 1;
+			EXPECT_EQ(-EINVAL, xioctl(fd, cmds[i], &m));
+		}
+		memset(&m, 0, sizeof(m));
+		m.type = types[(i + 1) % 5];
+		m.kind = CTXVM_FRAME_CALL;
+		EXPECT_EQ(-EINVAL, xioctl(fd, cmds[i], &m));
+		m.type = 0;
+		EXPECT_EQ(-EINVAL, xioctl(fd, cmds[i], &m));
+	}
+	/* nothing above changed the run: root can still finish */
+	EXPECT_EQ(0, ctx_finish(fd, 0));
+	close(fd);
+	close(s);
+	close(dev);
+}
+
+TEST(event_nonblocking_and_poll)
+{
+	struct ctxvm_event ev;
+	int dev, s;
+
+	NEED_DEV(dev);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	ASSERT_EQ(0, fcntl(s, F_SETFL, O_NONBLOCK));
+	EXPECT_EQ(-EAGAIN, xioctl(s, CTXVM_EVENT, &ev));
+	close(s);
+	close(dev);
+}
+
+/* ---- module parameters bound sessions, contexts and depth ---- */
+
+static int param_get(const char *name)
+{
+	char path[128], buf[32];
+	int fd, n;
+
+	snprintf(path, sizeof(path), PARAMS "%s", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return atoi(buf);
+}
+
+static int param_set(const char *name, int v)
+{
+	char path[128], buf[32];
+	int fd, n, ok;
+
+	snprintf(path, sizeof(path), PARAMS "%s", name);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = snprintf(buf, sizeof(buf), "%d", v);
+	ok = write(fd, buf, n) == n;
+	close(fd);
+	return ok ? 0 : -1;
+}
+
+TEST(max_sessions_parameter)
+{
+	int dev, old, a, b;
+
+	NEED_DEV(dev);
+	old = param_get("max_sessions");
+	ASSERT_LT(0, old);
+	ASSERT_EQ(0, param_set("max_sessions", 1));
+	a = ioctl(dev, CTXVM_CREATE_SESSION, 0);
+	b = ioctl(dev, CTXVM_CREATE_SESSION, 0);
+	EXPECT_LE(0, a);
+	EXPECT_EQ(-1, b);
+	EXPECT_EQ(EMFILE, errno);
+	close(a);
+	b = ioctl(dev, CTXVM_CREATE_SESSION, 0);
+	EXPECT_LE(0, b);
+	close(b);
+	ASSERT_EQ(0, param_set("max_sessions", old));
+	close(dev);
+}
+
+static void lim_q(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	(void)run;
+	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_U, 100, 0, 0, &m) == -ELOOP);
+	CHECK(ctx_return(fd, 1, 1) == 0);
+}
+
+static void lim_p(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	(void)run;
+	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_Q, 1000, 0, 0, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_RESULT);
+	CHECK(ctx_return(fd, 1, 1) == 0);
+}
+
+static void lim_p_contexts(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	(void)run;
+	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_Q, 1000, 0, 0, &m) == -EMFILE);
+	CHECK(ctx_return(fd, 1, 1) == 0);
+}
+
+static void lim_root(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	(void)run;
+	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_P, 10000, 0, 0, &m) == 0);
+	CHECK(m.type == CTXVM_MSG_RESULT);
+	CHECK(ctx_finish(fd, 1) == 0);
+}
+
+static void limit_run(struct __test_metadata *_metadata, const char *param, int value,
+		      ctx_fn p)
+{
+	const struct role roles[] = { { D_P, p }, { D_Q, lim_q } };
+	int dev, s, old;
+	struct runner r;
+
+	NEED_DEV(dev);
+	old = param_get(param);
+	ASSERT_LT(0, old);
+	ASSERT_EQ(0, param_set(param, value));
+	s = new_session(dev);
+	ASSERT_EQ(0, param_set(param, old));    /* read at session creation */
+	ASSERT_LE(0, s);
+	runner_init(&r, s, roles, 2, lim_root);
+	ASSERT_EQ(0, serve(&r, 0));
+	EXPECT_EQ((__u32)CTXVM_EVENT_FINISH, r.last.type);
+	EXPECT_EQ(0, reap(&r));
+	close(s);
+	close(dev);
+}
+
+TEST(max_depth_parameter)
+{
+	limit_run(_metadata, "max_depth", 3, lim_p);
+}
+
+TEST(max_contexts_parameter)
+{
+	limit_run(_metadata, "max_contexts", 2, lim_p_contexts);
+}
+
+/* ---- cost of a round trip, printed (inside the VM) ---- */
+
+static double now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+TEST(bench_ioctl_vs_getppid)
+{
+	const int n = 20000;
+	double t0, sys_ns, caller_ns, trip_ns;
+	struct ctxvm_msg m;
+	int dev, s, fd, i;
+	__u64 d[4];
+
+	NEED_DEV(dev);
+	fd = root_here(dev, &s);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ctx_wait(fd, &m));
+	t0 = now_ns();
+	for (i = 0; i < n; i++)
+		getppid();
+	sys_ns = (now_ns() - t0) / n;
+	t0 = now_ns();
+	for (i = 0; i < n; i++)
+		ASSERT_EQ(0, ctx_caller(fd, d));
+	caller_ns = (now_ns() - t0) / n;
+	/* syscall into context 0 from itself: CALL (gets the RUN), RETURN, WAIT (result) */
+	t0 = now_ns();
+	for (i = 0; i < n; i++) {
+		ASSERT_EQ(0, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, GAS, 0, 0, &m));
+		ASSERT_EQ(0, ctx_return(fd, 0, 0));
+		ASSERT_EQ(0, ctx_wait(fd, &m));
+	}
+	trip_ns = (now_ns() - t0) / n;
+	ksft_print_msg("bench: getppid %.0f ns, CALLER ioctl %.0f ns (%.1fx), syscall round trip (3 ioctls) %.0f ns (%.1fx)\n",
+		       sys_ns, caller_ns, caller_ns / sys_ns, trip_ns, trip_ns / sys_ns);
+	close(fd);
+	close(s);
+	close(dev);
+}
+
+/* Last: everything the suite made is gone. */
+TEST(zz_allocation_counter_back_to_zero)
+{
+	int dev;
+
+	NEED_DEV(dev);
+	EXPECT_EQ(0, ioctl(dev, CTXVM_CHECK_EXTENSION, CTXVM_CAP_LIVE_SESSIONS));
+	EXPECT_EQ(0, ioctl(dev, CTXVM_CHECK_EXTENSION, CTXVM_CAP_LIVE_ALLOCS));
+	close(dev);
+}
+
+TEST_HARNESS_MAIN
