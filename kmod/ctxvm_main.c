@@ -87,11 +87,13 @@ struct ctxvm_session {
 	unsigned int nendpoints;
 	unsigned int max_contexts;
 	unsigned int nevents;
-	unsigned int max_events;
+	unsigned int max_events;        /* a caller sleeps while this many wait */
+	unsigned int hard_max_events;   /* past this the session breaks */
 	u64 next_id;
 	u64 root_id;
 	struct list_head events;
 	wait_queue_head_t event_wq;
+	wait_queue_head_t space_wq;     /* room in the event queue */
 	bool shutdown;                  /* session fd closed, or broken */
 };
 
@@ -199,6 +201,7 @@ static void ctxvm_wake_all(struct ctxvm_session *sess)
 	list_for_each_entry(ep, &sess->endpoints, node)
 		wake_up_interruptible(&ep->wq);
 	wake_up_interruptible(&sess->event_wq);
+	wake_up(&sess->space_wq);
 }
 
 /* A message or an event could not be queued: the run cannot go on. */
@@ -241,9 +244,13 @@ static void ctxvm_post(struct ctxvm_session *sess, u64 id, u64 type, u64 status,
 	ctxvm_deliver(ep, m);
 }
 
+/*
+ * Calls and returns wait for room first (ctxvm_wait_event_space), so only
+ * deaths, one per endpoint, can pass max_events; the hard limit is a guard.
+ */
 static void ctxvm_queue_event(struct ctxvm_session *sess, struct ctxvm_ev *e)
 {
-	if (sess->nevents >= sess->max_events) {
+	if (sess->nevents >= sess->hard_max_events) {
 		ctxvm_free(e);
 		ctxvm_break(sess);
 		return;
@@ -294,8 +301,19 @@ static void ctxvm_unwound(struct ctxvm_session *sess, u32 old_depth,
 		   u->gas_used, 0, 0);
 }
 
-/* The endpoint's process died or closed its fd: release its frames. */
-static void ctxvm_ep_died(struct ctxvm_endpoint *ep)
+/* A context must not run ahead of a runner that has not read its events. */
+static int ctxvm_wait_event_space(struct ctxvm_session *sess)
+{
+	return wait_event_killable(sess->space_wq,
+				   READ_ONCE(sess->nevents) < sess->max_events ||
+				   READ_ONCE(sess->shutdown));
+}
+
+/*
+ * The endpoint's process died, closed its fd or announced its death
+ * (`why`, from CTXVM_CTX_ABORT): release its frames.
+ */
+static void ctxvm_ep_died(struct ctxvm_endpoint *ep, const struct ctxvm_msg *why)
 {
 	struct ctxvm_session *sess = ep->sess;
 	struct ctxvm_ev *e = ctxvm_zalloc(sizeof(*e));
@@ -312,6 +330,9 @@ static void ctxvm_ep_died(struct ctxvm_endpoint *ep)
 				e->ev.flags = u.session_failed ? CTXVM_EVENT_F_SESSION_FAILED
 							       : CTXVM_EVENT_F_CAUGHT;
 				e->ev.endpoint = ep->id;
+				e->ev.gas_used = u.gas_used;
+				if (why)
+					e->ev.msg = *why;
 				ctxvm_queue_event(sess, e);
 				e = NULL;
 			}
@@ -367,7 +388,7 @@ static int ctxvm_ctx_release(struct inode *inode, struct file *file)
 	struct ctxvm_endpoint *ep = file->private_data;
 	struct ctxvm_session *sess = ep->sess;
 
-	ctxvm_ep_died(ep);
+	ctxvm_ep_died(ep, NULL);
 	mutex_lock(&sess->lock);
 	ctxvm_unlink(ep);
 	mutex_unlock(&sess->lock);
@@ -382,7 +403,7 @@ static int ctxvm_ctx_flush(struct file *file, fl_owner_t id)
 	struct pid *pid = READ_ONCE(ep->pid);
 
 	if (pid && pid == task_tgid(current))
-		ctxvm_ep_died(ep);
+		ctxvm_ep_died(ep, NULL);
 	return 0;
 }
 
@@ -431,14 +452,16 @@ static int ctxvm_ctx_call(struct ctxvm_endpoint *ep, struct ctxvm_msg *msg)
 
 	if (msg->kind < CTXVM_FRAME_CALL || msg->kind > CTXVM_FRAME_KIND_MAX)
 		return -EINVAL;
+	ret = ctxvm_wait_event_space(sess);
+	if (ret)
+		return ret;
 	run = ctxvm_zalloc(sizeof(*run));
-	if (!syscall) {
+	e = ctxvm_zalloc(sizeof(*e));
+	if (!syscall)
 		child = ctxvm_ep_new();
-		e = ctxvm_zalloc(sizeof(*e));
-	}
 	if (ctxvm_is_delegate(msg->kind))
 		guard = ctxvm_zalloc(sizeof(*guard));
-	if (!run || (!syscall && (!child || !e)) || (ctxvm_is_delegate(msg->kind) && !guard)) {
+	if (!run || !e || (!syscall && !child) || (ctxvm_is_delegate(msg->kind) && !guard)) {
 		ret = -ENOMEM;
 		goto out_free;
 	}
@@ -477,18 +500,21 @@ static int ctxvm_ctx_call(struct ctxvm_endpoint *ep, struct ctxvm_msg *msg)
 		ctxvm_deliver(ctxvm_find(sess, sess->root_id), guard);
 		guard = NULL;
 	}
+	e->ev.from = ep->id;
+	e->ev.msg = run->msg;
 	if (child) {
 		ctxvm_ep_link(sess, child);
 		e->ev.type = CTXVM_EVENT_SPAWN;
 		e->ev.endpoint = child->id;
-		e->ev.msg = run->msg;
 		ctxvm_deliver(child, run);
-		ctxvm_queue_event(sess, e);
 		child = NULL;
-		e = NULL;
 	} else {
+		e->ev.type = CTXVM_EVENT_ENTER;
+		e->ev.endpoint = grant.owner;
 		ctxvm_deliver(ctxvm_find(sess, grant.owner), run);
 	}
+	ctxvm_queue_event(sess, e);
+	e = NULL;
 	run = NULL;
 	mutex_unlock(&sess->lock);
 
@@ -507,12 +533,18 @@ out_free:
 static int ctxvm_ctx_return(struct ctxvm_endpoint *ep, const struct ctxvm_msg *msg)
 {
 	struct ctxvm_session *sess = ep->sess;
-	struct ctxvm_mail *res = ctxvm_zalloc(sizeof(*res));
-	struct ctxvm_mail *guard = ctxvm_zalloc(sizeof(*guard));
+	struct ctxvm_mail *res = NULL, *guard = NULL;
+	struct ctxvm_ev *e = NULL;
 	struct ctxvm_unwind u;
 	int ret;
 
-	if (!res || !guard) {
+	ret = ctxvm_wait_event_space(sess);
+	if (ret)
+		return ret;
+	res = ctxvm_zalloc(sizeof(*res));
+	guard = ctxvm_zalloc(sizeof(*guard));
+	e = ctxvm_zalloc(sizeof(*e));
+	if (!res || !guard || !e) {
 		ret = -ENOMEM;
 		goto out_free;
 	}
@@ -532,6 +564,11 @@ static int ctxvm_ctx_return(struct ctxvm_endpoint *ep, const struct ctxvm_msg *m
 		memcpy(res->msg.window, msg->window, sizeof(res->msg.window));
 		ctxvm_deliver(ctxvm_find(sess, u.resume_owner), res);
 		res = NULL;
+		e->ev.type = CTXVM_EVENT_RETURN;
+		e->ev.endpoint = ep->id;
+		e->ev.msg = *msg;
+		ctxvm_queue_event(sess, e);
+		e = NULL;
 		if (ep->id != sess->root_id)
 			ctxvm_retire(ep);
 	}
@@ -539,17 +576,22 @@ static int ctxvm_ctx_return(struct ctxvm_endpoint *ep, const struct ctxvm_msg *m
 out_free:
 	ctxvm_free(res);
 	ctxvm_free(guard);
+	ctxvm_free(e);
 	return ret;
 }
 
 static int ctxvm_ctx_fail(struct ctxvm_endpoint *ep, const struct ctxvm_msg *msg)
 {
 	struct ctxvm_session *sess = ep->sess;
-	struct ctxvm_ev *e = ctxvm_zalloc(sizeof(*e));
 	struct ctxvm_unwind u;
+	struct ctxvm_ev *e;
 	u32 old_depth;
 	int ret;
 
+	ret = ctxvm_wait_event_space(sess);
+	if (ret)
+		return ret;
+	e = ctxvm_zalloc(sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	mutex_lock(&sess->lock);
@@ -561,6 +603,7 @@ static int ctxvm_ctx_fail(struct ctxvm_endpoint *ep, const struct ctxvm_msg *msg
 		e->ev.flags = u.session_failed ? CTXVM_EVENT_F_SESSION_FAILED
 					       : CTXVM_EVENT_F_CAUGHT;
 		e->ev.endpoint = ep->id;
+		e->ev.gas_used = u.gas_used;
 		e->ev.msg = *msg;
 		ctxvm_unwound(sess, old_depth, &u, true);
 		ctxvm_queue_event(sess, e);
@@ -642,6 +685,8 @@ static u64 ctxvm_msg_type(unsigned int cmd)
 		return CTXVM_MSG_CALLER;
 	case CTXVM_CTX_FINISH:
 		return CTXVM_MSG_FINISH;
+	case CTXVM_CTX_ABORT:
+		return CTXVM_MSG_FAIL;
 	default:
 		return 0;
 	}
@@ -685,6 +730,9 @@ static long ctxvm_ctx_ioctl(struct file *file, unsigned int cmd, unsigned long a
 		return ctxvm_ctx_fail(ep, &msg);
 	case CTXVM_CTX_FINISH:
 		return ctxvm_ctx_finish(ep, &msg);
+	case CTXVM_CTX_ABORT:
+		ctxvm_ep_died(ep, &msg);
+		return 0;
 	default: /* CTXVM_CTX_CALLER */
 		ret = ctxvm_ctx_caller(ep, &msg);
 		break;
@@ -742,6 +790,7 @@ static int ctxvm_session_release(struct inode *inode, struct file *file)
 		ctxvm_free(e);
 	}
 	sess->nevents = 0;
+	wake_up(&sess->space_wq);
 	mutex_unlock(&sess->lock);
 	ctxvm_session_put(sess);
 	return 0;
@@ -772,6 +821,8 @@ static int ctxvm_session_event(struct ctxvm_session *sess, bool nonblock,
 			WRITE_ONCE(sess->nevents, sess->nevents - 1);
 		}
 		mutex_unlock(&sess->lock);
+		if (e)
+			wake_up(&sess->space_wq);
 		if (e)
 			break;
 		if (ctxvm_events_ready(sess))
@@ -812,6 +863,8 @@ static int ctxvm_session_start(struct ctxvm_session *sess, void __user *argp)
 		return -EFAULT;
 	if (st.flags || st.pad || st.endpoint)
 		return -EINVAL;
+	if (st.depth_limit > sess->core.capacity)
+		return -EINVAL;
 	for (i = 0; i < ARRAY_SIZE(st.reserved); i++)
 		if (st.reserved[i])
 			return -EINVAL;
@@ -825,6 +878,8 @@ static int ctxvm_session_start(struct ctxvm_session *sess, void __user *argp)
 	if (sess->core.state != CTXVM_S_IDLE) {
 		ret = -EBUSY;
 	} else {
+		if (st.depth_limit)
+			sess->core.capacity = (u32)st.depth_limit;
 		ret = ctxvm_errno(ctxvm_core_start(&sess->core, sess->next_id, st.digest,
 						   st.gas));
 	}
@@ -976,8 +1031,10 @@ static int ctxvm_create_session(unsigned long arg)
 	INIT_LIST_HEAD(&sess->endpoints);
 	INIT_LIST_HEAD(&sess->events);
 	init_waitqueue_head(&sess->event_wq);
+	init_waitqueue_head(&sess->space_wq);
 	sess->max_contexts = clamp(READ_ONCE(max_contexts), 1U, CTXVM_HARD_MAX);
 	sess->max_events = 2 * sess->max_contexts + 16;
+	sess->hard_max_events = sess->max_events + sess->max_contexts + 16;
 	sess->next_id = 1;
 
 	fd = anon_inode_getfd("ctxvm-session", &ctxvm_session_fops, sess, O_RDWR | O_CLOEXEC);

@@ -78,6 +78,11 @@ struct ctxvm_msg {
  *                            per endpoint (-EBUSY after).
  *   CTXVM_EVENT              blocks (interruptibly) for the next event; -EAGAIN
  *                            with O_NONBLOCK; poll() says EPOLLIN when one waits.
+ *                            Every frame push (SPAWN, ENTER) and pop (RETURN,
+ *                            FAIL, DIED, FINISH) is an event, so the runner can
+ *                            mirror the stack for traces and backtraces; a
+ *                            context whose call or return would overfill the
+ *                            queue sleeps until the runner reads.
  *   CTXVM_SESSION_INFO       state, depth, contexts made, deepest stack.
  *   Closing the session fd ends the session: unattached endpoints, queued
  *   messages and events are freed; every context fd answers -ESHUTDOWN.
@@ -101,6 +106,10 @@ struct ctxvm_msg {
  *   CTXVM_CTX_FAIL           a FAIL message (error kind, pc, gas used, text).
  *   CTXVM_CTX_CALLER         a CALLER message in, the CALLER_REPLY out.
  *   CTXVM_CTX_FINISH         a FINISH message (root frame only).
+ *   CTXVM_CTX_ABORT          a FAIL message saying why this process is about to
+ *                            die (the sandbox's SIGSYS handler): the endpoint is
+ *                            released at once, as by its death, and the DIED
+ *                            event carries the message.
  *   Each takes a struct ctxvm_msg whose type must match the ioctl and whose
  *   reserved words must be zero (-EINVAL).  A context process that dies, or
  *   closes its context fd, releases its frames (unwind to the nearest
@@ -143,9 +152,10 @@ struct ctxvm_start {
 	__u64 budget;                   /* in: copied into the RUN */
 	__u64 window[CTXVM_WINDOW];     /* in: the inputs, copied into the RUN */
 	__u64 endpoint;                 /* out: context 0's endpoint id */
+	__u64 depth_limit;              /* in: frames allowed; 0: the module's max_depth */
 	__u32 flags;                    /* must be 0 */
 	__u32 pad;                      /* must be 0 */
-	__u64 reserved[4];              /* must be 0 */
+	__u64 reserved[3];              /* must be 0 */
 };
 
 struct ctxvm_context_fd {
@@ -159,7 +169,10 @@ enum ctxvm_event_type {
 	CTXVM_EVENT_SPAWN = 1,          /* start a process for `endpoint`; msg = its RUN */
 	CTXVM_EVENT_FINISH = 2,         /* the run ended; msg = the FINISH */
 	CTXVM_EVENT_FAIL = 3,           /* a frame failed; msg = the FAIL */
-	CTXVM_EVENT_DIED = 4,           /* `endpoint` died or closed holding frames */
+	CTXVM_EVENT_DIED = 4,           /* `endpoint` died or closed holding frames;
+					 * msg = its CTXVM_CTX_ABORT, if it sent one */
+	CTXVM_EVENT_ENTER = 5,          /* a syscall frame began in context 0; msg = its RUN */
+	CTXVM_EVENT_RETURN = 6,         /* `endpoint`'s top frame returned; msg = the RETURN */
 };
 
 #define CTXVM_EVENT_F_CAUGHT 0x1U             /* a delegatecall caught it */
@@ -170,7 +183,10 @@ struct ctxvm_event {
 	__u32 flags;                    /* CTXVM_EVENT_F_* */
 	__u64 endpoint;
 	__u64 depth;                    /* frame stack depth after the event */
-	__u64 reserved[5];              /* zero */
+	__u64 from;                     /* SPAWN, ENTER: the endpoint that called */
+	__u64 gas_used;                 /* FAIL, DIED: gas the unwound frames spent, as
+					 * charged to the frame resumed (or the run's total) */
+	__u64 reserved[3];              /* zero */
 	struct ctxvm_msg msg;
 };
 
@@ -202,5 +218,6 @@ struct ctxvm_session_info {
 #define CTXVM_CTX_FAIL          _IOW(CTXVM_IO, 0x24, struct ctxvm_msg)
 #define CTXVM_CTX_CALLER        _IOWR(CTXVM_IO, 0x25, struct ctxvm_msg)
 #define CTXVM_CTX_FINISH        _IOW(CTXVM_IO, 0x26, struct ctxvm_msg)
+#define CTXVM_CTX_ABORT         _IOW(CTXVM_IO, 0x27, struct ctxvm_msg)
 
 #endif /* CTXVM_UAPI_H */

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * The context-process runtime (see ctxproc.h).  Messages are whole
- * struct ctxvm_msg packets on a SOCK_SEQPACKET endpoint; anything else from
- * the broker is a protocol error and ends the process.
+ * struct ctxvm_msg packets; anything else from the broker is a protocol
+ * error and ends the process.  Two transports carry them, hidden behind
+ * send_msg/recv_msg: a SOCK_SEQPACKET endpoint to the embedded broker, or a
+ * /dev/ctxvm context fd whose ioctls are the messages (shared/ctxvm_uapi.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "../shared/broker.h"
 #include "../shared/ctxvm_uapi.h"
 #include "ctxproc.h"
 #include "interp_core.h"
@@ -21,6 +25,9 @@
 
 struct ctxproc {
 	int fd;
+	bool kmod;              /* fd is a /dev/ctxvm context fd */
+	bool have_reply;        /* kmod: an ioctl already brought the next message */
+	struct ctxvm_msg reply;
 	struct vm_ctx ctx;
 	bool have_ctx;
 	/* Context 0 only: journal marks of the delegatecalls now running. */
@@ -30,21 +37,79 @@ struct ctxproc {
 	uint64_t abandon;
 };
 
-static void send_msg(struct ctxproc *cp, const struct ctxvm_msg *m)
+static unsigned long kmod_ioctl_of(uint64_t type)
 {
-	if (write(cp->fd, m, sizeof(*m)) != (ssize_t)sizeof(*m))
-		_exit(3);       /* the broker is gone: nothing left to report to */
+	switch (type) {
+	case CTXVM_MSG_CALL:
+		return CTXVM_CTX_CALL;
+	case CTXVM_MSG_RETURN:
+		return CTXVM_CTX_RETURN;
+	case CTXVM_MSG_FAIL:
+		return CTXVM_CTX_FAIL;
+	case CTXVM_MSG_CALLER:
+		return CTXVM_CTX_CALLER;
+	default:
+		return CTXVM_CTX_FINISH;
+	}
+}
+
+/*
+ * 0, or for a CALL the kernel broker refused, the CTXVM_B_* reason (the
+ * embedded broker decides refusals itself and answers with messages).
+ */
+static int send_msg(struct ctxproc *cp, const struct ctxvm_msg *m)
+{
+	struct ctxvm_msg io;
+
+	if (!cp->kmod) {
+		if (write(cp->fd, m, sizeof(*m)) != (ssize_t)sizeof(*m))
+			_exit(3);       /* the broker is gone: nothing left to report to */
+		return 0;
+	}
+	io = *m;
+	if (ioctl(cp->fd, kmod_ioctl_of(m->type), &io) == 0) {
+		/* CALL and CALLER come back holding the first message for us. */
+		if (m->type == CTXVM_MSG_CALL || m->type == CTXVM_MSG_CALLER) {
+			cp->reply = io;
+			cp->have_reply = true;
+		}
+		return 0;
+	}
+	if (m->type == CTXVM_MSG_CALL) {
+		switch (errno) {
+		case EINTR:             /* the call was made; the answer comes by WAIT */
+			return 0;
+		case EDEADLK:
+			return CTXVM_B_SYSCALL_IN_KERNEL;
+		case ENOENT:
+			return CTXVM_B_NOT_KERNEL_TARGET;
+		case ELOOP:
+			return CTXVM_B_DEPTH;
+		}
+	}
+	_exit(errno == ESHUTDOWN ? 0 : 3);      /* the run is over, or the broker refused us */
 }
 
 static void recv_msg(struct ctxproc *cp, struct ctxvm_msg *m)
 {
 	ssize_t n;
 
-	do
-		n = read(cp->fd, m, sizeof(*m));
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(*m) || m->type < CTXVM_MSG_RUN || m->type > CTXVM_MSG_TYPE_MAX)
-		_exit(n == 0 ? 0 : 4);
+	if (cp->have_reply) {
+		*m = cp->reply;
+		cp->have_reply = false;
+	} else if (cp->kmod) {
+		while (ioctl(cp->fd, CTXVM_CTX_WAIT, m) < 0)
+			if (errno != EINTR)
+				_exit(errno == ESHUTDOWN ? 0 : 4);
+	} else {
+		do
+			n = read(cp->fd, m, sizeof(*m));
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)sizeof(*m))
+			_exit(n == 0 ? 0 : 4);
+	}
+	if (m->type < CTXVM_MSG_RUN || m->type > CTXVM_MSG_TYPE_MAX)
+		_exit(4);
 }
 
 static void run_activation(struct vm *vm, struct ctxproc *cp, const struct ctxvm_msg *run);
@@ -78,6 +143,9 @@ static enum ctx_error_kind remote_invoke(struct vm *vm, struct vm_ctx *caller_ct
 					 uint32_t pc, bool *guard_failed)
 {
 	struct ctxproc *cp = vm->backend;
+	bool guarded = kind == FRAME_DELEGATECALL || kind == FRAME_DYNDELEGATECALL;
+	enum ctx_error_kind err;
+	int refused;
 	struct ctxvm_msg m = {
 		.type = CTXVM_MSG_CALL,
 		.kind = (uint64_t)kind,
@@ -91,7 +159,17 @@ static enum ctx_error_kind remote_invoke(struct vm *vm, struct vm_ctx *caller_ct
 
 	memcpy(m.digest, vm->prog->procs[proc].digest, sizeof(m.digest));
 	memcpy(m.window, window, sizeof(m.window));
-	send_msg(cp, &m);
+	refused = send_msg(cp, &m);
+	if (refused) {
+		err = vm_broker_refusal(vm, refused, proc, pc);
+		if (!guarded || err == CTX_E_SystemError)
+			return err;
+		/* A delegatecall that could not start failed like any other. */
+		vm->res->error = CTX_OK;
+		vm->res->message[0] = '\0';
+		*guard_failed = true;
+		return CTX_OK;
+	}
 	for (;;) {
 		recv_msg(cp, &m);
 		if (handle_guard(cp, &m))
@@ -287,12 +365,15 @@ static void misbehave(struct ctxproc *cp, const struct ctxvm_msg *run)
 void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts, int endpoint)
 {
 	static struct run_result res;
-	struct ctxproc cp = { .fd = endpoint };
+	struct ctxproc cp = { .fd = endpoint, .kmod = opts->kmod_endpoint };
 	struct vm vm = {
 		.prog = prog, .opts = opts, .res = &res, .hooks = &remote_hooks, .backend = &cp,
 	};
 	struct ctxvm_msg m;
 
+	/* A context fd answers only the process that bound it. */
+	if (cp.kmod && ioctl(endpoint, CTXVM_CTX_BIND, 0) < 0)
+		_exit(4);
 	/*
 	 * One RUN: a context's single activation, or context 0's root, during
 	 * which the syscalls into context 0 arrive as nested RUNs.

@@ -112,6 +112,7 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 					.as_bytes = as_base + opts->mem_limit + opts->mem_limit / 4 + AS_MARGIN,
 					.parent_pid = self,
 					.namespaces = false,    /* the fork server's, above */
+					.kmod_endpoint = opts->kmod_endpoint,
 				};
 
 #ifdef CTXVM_TESTING

@@ -18,27 +18,6 @@ struct inproc {
 	struct ctxvm_frame frames[CTX_CALL_DEPTH_LIMIT];
 };
 
-static enum ctx_error_kind broker_refusal(struct vm *vm, int status, uint32_t proc, uint32_t pc)
-{
-	const char *name = vm->prog->procs[proc].name;
-
-	switch (status) {
-	case CTXVM_B_SYSCALL_IN_KERNEL:
-		vm_fail(vm, CTX_E_SyscallInKernel, pc, "syscall to %s while a syscall is executing", name);
-		return CTX_E_SyscallInKernel;
-	case CTXVM_B_NOT_KERNEL_TARGET:
-		vm_fail(vm, CTX_E_SyscallTargetNotInKernel, pc, "%s is not exported by the kernel", name);
-		return CTX_E_SyscallTargetNotInKernel;
-	case CTXVM_B_DEPTH:
-		vm_fail(vm, CTX_E_CallDepthExceeded, pc, "more than %d nested contexts",
-			CTX_CALL_DEPTH_LIMIT);
-		return CTX_E_CallDepthExceeded;
-	default:
-		vm_fail(vm, CTX_E_SystemError, pc, "broker refused a request (status %d)", status);
-		return CTX_E_SystemError;
-	}
-}
-
 /*
  * A context switch: call, dyncall, syscall, delegatecall, dyndelegatecall.
  * `window` is the caller's top 16 elements, replaced by the callee's on
@@ -81,7 +60,7 @@ static enum ctx_error_kind inproc_invoke(struct vm *vm, struct vm_ctx *caller_ct
 	memcpy(req.target, prog->procs[proc].digest, sizeof(req.target));
 	status = ctxvm_core_call(&st->core, caller_ctx->id, &req, &grant);
 	if (status != CTXVM_B_OK) {
-		err = broker_refusal(vm, status, proc, pc);
+		err = vm_broker_refusal(vm, status, proc, pc);
 		if (!guarded || err == CTX_E_SystemError)
 			return err;
 		/* A delegatecall that could not start failed like any other. */

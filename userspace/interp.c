@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../shared/broker.h"
 #include "interp_core.h"
 
 #define STACK_DRIFT 512         /* zero cells kept beyond the window */
@@ -79,6 +80,28 @@ void vm_fail(struct vm *vm, enum ctx_error_kind kind, uint32_t pc, const char *f
 	va_end(ap);
 	ctx_format_location(vm->prog, pc, where, sizeof(where));
 	snprintf(res->message, sizeof(res->message), "%s: %s", where, what);
+}
+
+/* A call the broker core refused, as the requester's error (any backend). */
+enum ctx_error_kind vm_broker_refusal(struct vm *vm, int status, uint32_t proc, uint32_t pc)
+{
+	const char *name = vm->prog->procs[proc].name;
+
+	switch (status) {
+	case CTXVM_B_SYSCALL_IN_KERNEL:
+		vm_fail(vm, CTX_E_SyscallInKernel, pc, "syscall to %s while a syscall is executing", name);
+		return CTX_E_SyscallInKernel;
+	case CTXVM_B_NOT_KERNEL_TARGET:
+		vm_fail(vm, CTX_E_SyscallTargetNotInKernel, pc, "%s is not exported by the kernel", name);
+		return CTX_E_SyscallTargetNotInKernel;
+	case CTXVM_B_DEPTH:
+		vm_fail(vm, CTX_E_CallDepthExceeded, pc, "more than %d nested contexts",
+			CTX_CALL_DEPTH_LIMIT);
+		return CTX_E_CallDepthExceeded;
+	default:
+		vm_fail(vm, CTX_E_SystemError, pc, "broker refused a request (status %d)", status);
+		return CTX_E_SystemError;
+	}
 }
 
 static void vm_backtrace_add(struct vm *vm, uint64_t ctx_id, enum ctx_frame_kind kind, uint32_t pc)

@@ -47,6 +47,8 @@ struct run_options {
 	unsigned ninputs;
 	bool trace;             /* collect the context tree */
 	uint64_t timeout_ms;    /* wall-clock limit of an isolated run; 0: the default */
+	bool kmod_endpoint;     /* contexts reach the broker through a /dev/ctxvm
+				 * context fd, not a socket (set by the kmod backend) */
 };
 
 struct backtrace_entry {

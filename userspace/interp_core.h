@@ -53,6 +53,8 @@ enum ctx_error_kind vm_activate(struct vm *vm, struct vm_ctx *ctx, uint32_t proc
 				uint32_t budget, enum ctx_frame_kind kind);
 void vm_fail(struct vm *vm, enum ctx_error_kind kind, uint32_t pc, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* A CTXVM_B_* refusal of a call, reported as the requester's run-time error. */
+enum ctx_error_kind vm_broker_refusal(struct vm *vm, int status, uint32_t proc, uint32_t pc);
 uint64_t now_ns(void);
 
 #endif /* CTXVM_INTERP_CORE_H */

@@ -10,9 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include "asm.h"
+#include "broker_kmod.h"
 #include "broker_user.h"
 #include "interp.h"
 
@@ -41,10 +44,10 @@ static const char usage_run[] =
 	"  --gas N            gas budget of the root context (default 2^29)\n"
 	"  --mem-limit BYTES  memory limit of every context (default 256M; K, M, G suffixes)\n"
 	"  --timeout SECONDS  wall-clock limit of an isolated run (default 600)\n"
-	"  --backend B        auto (default): today the same as user; it will prefer\n"
-	"                     /dev/ctxvm once the kmod backend exists;\n"
+	"  --backend B        auto (default): kmod when /dev/ctxvm can be opened, else user;\n"
 	"                     user: a sandboxed process per context, embedded broker;\n"
-	"                     kmod: the ctxvm.ko broker (not in this build yet);\n"
+	"                     kmod: a sandboxed process per context, the frames kept by\n"
+	"                     the ctxvm.ko kernel module (/dev/ctxvm);\n"
 	"                     inproc: every context in this one process, UNISOLATED: the\n"
 	"                     reference oracle, never chosen by auto\n"
 	"  --json             print one JSON object instead of plain text\n"
@@ -390,30 +393,57 @@ static int report(const struct cli *cli, const struct ctx_program *prog,
 	return res->error == CTX_E_SystemError ? EXIT_SYSTEM : EXIT_RUNTIME;
 }
 
+/*
+ * The embedded broker holds an endpoint per live context, up to 1025 with
+ * the depth limit: more than the usual soft limit of 1024 fds.
+ */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	struct cli cli = { 0 };
 	struct ctx_program *prog;
 	struct run_result res;
+	int dev = -1;
 	int rc = parse_args(argc, argv, true, &cli);
 
 	if (rc)
 		return rc;
-	if (!strcmp(cli.backend, "kmod")) {
-		fprintf(stderr, "ctxvm: backend kmod: /dev/ctxvm is not available in this build "
-			"(the kernel module is still to come); use --backend user\n");
-		return EXIT_SYSTEM;
+	raise_fd_limit();
+	if (!strcmp(cli.backend, "kmod") || !strcmp(cli.backend, "auto")) {
+		dev = ctx_kmod_open();
+		if (dev < 0 && !strcmp(cli.backend, "kmod")) {
+			fprintf(stderr, "ctxvm: backend kmod: cannot use /dev/ctxvm: %s%s\n",
+				strerror(errno), errno == ENOENT ?
+				" (is ctxvm.ko loaded? `--backend user` needs no module)" : "");
+			return EXIT_SYSTEM;
+		}
+		cli.backend = dev >= 0 ? "kmod" : "user";
 	}
 	prog = assemble(&cli);
-	if (!prog)
+	if (!prog) {
+		if (dev >= 0)
+			close(dev);
 		return EXIT_USAGE;
+	}
 	if (!strcmp(cli.backend, "inproc")) {
 		fprintf(stderr, "ctxvm: backend inproc: all contexts in one process, UNISOLATED "
 			"(reference oracle)\n");
 		ctx_run_inproc(prog, &cli.run, &res);
+	} else if (dev >= 0) {
+		fprintf(stderr, "ctxvm: backend kmod: a sandboxed process per context, "
+			"frames kept by ctxvm.ko\n");
+		ctx_run_kmod(dev, prog, &cli.run, &res);
+		close(dev);
 	} else {
-		/* auto: /dev/ctxvm is not built yet, so the embedded broker. */
-		cli.backend = "user";
 		fprintf(stderr, "ctxvm: backend user: a sandboxed process per context, "
 			"embedded broker\n");
 		ctx_run_user(prog, &cli.run, &res);

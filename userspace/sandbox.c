@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/capability.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -20,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../shared/ctxvm_uapi.h"
+#include "errors.h"
 #include "sandbox.h"
 
 /*
@@ -60,6 +63,11 @@ static const int allowed_syscalls[] = {
 	SCMP_SYS(newfstatat), SCMP_SYS(fstat),
 };
 
+static const unsigned long context_ioctls[] = {
+	CTXVM_CTX_BIND, CTXVM_CTX_WAIT, CTXVM_CTX_CALL, CTXVM_CTX_RETURN, CTXVM_CTX_FAIL,
+	CTXVM_CTX_CALLER, CTXVM_CTX_FINISH, CTXVM_CTX_ABORT,
+};
+
 int sandbox_filter_build(struct sandbox_filter *f, char *err, size_t errlen)
 {
 	scmp_filter_ctx ctx;
@@ -80,10 +88,12 @@ int sandbox_filter_build(struct sandbox_filter *f, char *err, size_t errlen)
 	if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) < 0 ||
 	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(rseq), 0) < 0)
 		goto fail_rule;
-	/* The kmod backend's ioctls, on the endpoint only. */
-	if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-			     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)SANDBOX_ENDPOINT_FD)) < 0)
-		goto fail_rule;
+	/* The kmod backend's context-fd ioctls, on the endpoint only. */
+	for (size_t i = 0; i < sizeof(context_ioctls) / sizeof(context_ioctls[0]); i++)
+		if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 2,
+				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)SANDBOX_ENDPOINT_FD),
+				     SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)context_ioctls[i])) < 0)
+			goto fail_rule;
 	seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 
 	memfd = memfd_create("ctxvm-seccomp", MFD_CLOEXEC);
@@ -135,14 +145,23 @@ const char *sandbox_syscall_name(uint64_t nr)
 	return buf;
 }
 
+static bool endpoint_is_kmod;
+
 static void on_sigsys(int sig, siginfo_t *info, void *uctx)
 {
 	struct sandbox_violation v = { SANDBOX_VIOLATION_MAGIC, (uint64_t)info->si_syscall };
+	struct ctxvm_msg m = {
+		.type = CTXVM_MSG_FAIL, .kind = CTX_E_SandboxViolation,
+		.gas_arg = (uint64_t)info->si_syscall,
+	};
 	ssize_t r;
 
 	(void)sig;
 	(void)uctx;
-	r = write(SANDBOX_ENDPOINT_FD, &v, sizeof(v));
+	if (endpoint_is_kmod)
+		r = ioctl(SANDBOX_ENDPOINT_FD, CTXVM_CTX_ABORT, &m);
+	else
+		r = write(SANDBOX_ENDPOINT_FD, &v, sizeof(v));
 	(void)r;
 	_exit(SANDBOX_EXIT_VIOLATION);
 }
@@ -259,6 +278,7 @@ int sandbox_enter(const struct sandbox_filter *f, const struct sandbox_limits *l
 		return fail(err, errlen, "PR_SET_NO_NEW_PRIVS");
 
 	/* 7. The allow-list; a blocked syscall reports itself and exits. */
+	endpoint_is_kmod = lim->kmod_endpoint;
 	sa.sa_sigaction = on_sigsys;
 	sa.sa_flags = SA_SIGINFO;
 	sigemptyset(&sa.sa_mask);

@@ -12,8 +12,9 @@
  * and each child loads the finished BPF program with one prctl.
  *
  * A blocked syscall traps: the SIGSYS handler writes a
- * struct sandbox_violation to the endpoint and exits with
- * SANDBOX_EXIT_VIOLATION, so the parent can name the syscall.
+ * struct sandbox_violation to the endpoint (on a /dev/ctxvm context fd:
+ * CTXVM_CTX_ABORT with kind SandboxViolation, the syscall in gas_arg) and
+ * exits with SANDBOX_EXIT_VIOLATION, so the broker can name the syscall.
  */
 #ifndef CTXVM_SANDBOX_H
 #define CTXVM_SANDBOX_H
@@ -43,6 +44,7 @@ struct sandbox_limits {
 	uint64_t as_bytes;      /* RLIMIT_AS; 0 leaves it */
 	pid_t parent_pid;       /* exit if the parent is already gone; 0 skips */
 	bool namespaces;        /* also unshare into fresh empty namespaces */
+	bool kmod_endpoint;     /* the endpoint is a /dev/ctxvm context fd */
 };
 
 /* Compile the allow-list.  Returns 0, or -1 with a message in err. */
