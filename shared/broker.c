@@ -71,7 +71,10 @@ int ctxvm_core_start(struct ctxvm_session_core *s, ctx_u64 root_owner, const ctx
 	return CTXVM_B_OK;
 }
 
-/* The one gate every frame operation passes: a running session whose top frame is the requester's. */
+/*
+ * The one gate every frame operation passes: a running session whose top
+ * frame is the requester's.
+ */
 static struct ctxvm_frame *owned_top(const struct ctxvm_session_core *s, ctx_u64 requester,
 				     int *status)
 {

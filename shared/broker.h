@@ -17,7 +17,7 @@
 
 #include "compat.h"
 
-#define CTXVM_FMP_INIT (1ULL << 31)
+#define CTXVM_FMP_INIT 0x80000000ULL    /* 2^31 */
 #define CTXVM_MAX_KERNEL_PROCS 256
 
 enum ctxvm_frame_kind {
@@ -111,7 +111,8 @@ struct ctxvm_unwind {
 	ctx_u32 frames_popped;
 	ctx_u32 guarded_failure;    /* 1: a delegatecall failed and its delegator goes on */
 	ctx_u32 session_failed;     /* 1: nothing caught it; the run has failed */
-	ctx_u32 popped_guarded;     /* 1: the popped frame was a delegatecall (returns push a flag) */
+	/* 1: the popped frame was a delegatecall (its return pushes a flag) */
+	ctx_u32 popped_guarded;
 };
 
 void ctxvm_core_init(struct ctxvm_session_core *s, struct ctxvm_frame *storage,

@@ -169,8 +169,8 @@ enum ctxvm_event_type {
 	CTXVM_EVENT_SPAWN = 1,          /* start a process for `endpoint`; msg = its RUN */
 	CTXVM_EVENT_FINISH = 2,         /* the run ended; msg = the FINISH */
 	CTXVM_EVENT_FAIL = 3,           /* a frame failed; msg = the FAIL */
-	CTXVM_EVENT_DIED = 4,           /* `endpoint` died or closed holding frames;
-					 * msg = its CTXVM_CTX_ABORT, if it sent one */
+	/* `endpoint` died or closed holding frames; msg = its CTXVM_CTX_ABORT, if any */
+	CTXVM_EVENT_DIED = 4,
 	CTXVM_EVENT_ENTER = 5,          /* a syscall frame began in context 0; msg = its RUN */
 	CTXVM_EVENT_RETURN = 6,         /* `endpoint`'s top frame returned; msg = the RETURN */
 };
@@ -184,8 +184,11 @@ struct ctxvm_event {
 	__u64 endpoint;
 	__u64 depth;                    /* frame stack depth after the event */
 	__u64 from;                     /* SPAWN, ENTER: the endpoint that called */
-	__u64 gas_used;                 /* FAIL, DIED: gas the unwound frames spent, as
-					 * charged to the frame resumed (or the run's total) */
+	/*
+	 * FAIL, DIED: gas the unwound frames spent, as charged to the frame
+	 * resumed (or the run's total)
+	 */
+	__u64 gas_used;
 	__u64 reserved[3];              /* zero */
 	struct ctxvm_msg msg;
 };

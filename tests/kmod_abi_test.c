@@ -20,7 +20,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "kselftest_harness.h"
@@ -83,9 +82,9 @@ static int new_session(int dev)
 	return s;
 }
 
-static int start(int s, __u64 *ep)
+static int start_limited(int s, __u64 *ep, __u64 depth_limit)
 {
-	struct ctxvm_start st = { .gas = GAS, .budget = 16 };
+	struct ctxvm_start st = { .gas = GAS, .budget = 16, .depth_limit = depth_limit };
 	int r;
 
 	memcpy(st.digest, D_ROOT, sizeof(st.digest));
@@ -93,6 +92,11 @@ static int start(int s, __u64 *ep)
 	r = xioctl(s, CTXVM_START, &st);
 	*ep = st.endpoint;
 	return r;
+}
+
+static int start(int s, __u64 *ep)
+{
+	return start_limited(s, ep, 0);
 }
 
 static int ctx_fd(int s, __u64 ep)
@@ -195,8 +199,11 @@ struct runner {
 	int nroles;
 	pid_t pids[16];
 	int npids;
+	__u64 root_ep;
 	int caught;             /* FAIL/DIED events a delegatecall caught */
 	struct ctxvm_event last;
+	struct ctxvm_event log[32];     /* every event served, in order */
+	int nlog;
 };
 
 /* A process for `ep`: binds, takes its RUN, runs fn, exits 0. */
@@ -239,6 +246,8 @@ static int serve(struct runner *r, __u32 until)
 
 		if (ioctl(r->sess, CTXVM_EVENT, ev) < 0)
 			return -errno;
+		if (r->nlog < 32)
+			r->log[r->nlog++] = *ev;
 		if (ev->type == until)
 			return 0;
 		switch (ev->type) {
@@ -252,6 +261,9 @@ static int serve(struct runner *r, __u32 until)
 			break;
 		case CTXVM_EVENT_FINISH:
 			return 0;
+		case CTXVM_EVENT_ENTER:
+		case CTXVM_EVENT_RETURN:
+			break;          /* the frame stack moved; nothing to do */
 		default:
 			if (ev->flags & CTXVM_EVENT_F_SESSION_FAILED)
 				return 0;
@@ -283,8 +295,10 @@ static void runner_init(struct runner *r, int sess, const struct role *roles, in
 	r->sess = sess;
 	r->roles = roles;
 	r->nroles = n;
-	if (start(sess, &ep) == 0)
+	if (start(sess, &ep) == 0) {
+		r->root_ep = ep;
 		r->pids[r->npids++] = spawn(sess, ep, root);
+	}
 }
 
 /* ---- the seed scenario: root →call P →syscall K1 →call U →syscall K2 ---- */
@@ -360,6 +374,48 @@ static void seed_root(int fd, const struct ctxvm_msg *run)
 
 static const struct role seed_roles[] = { { D_P, seed_p }, { D_U, seed_u } };
 
+/*
+ * The events of the seed scenario: every push and pop, with the endpoint it
+ * concerns, the caller and the depth after it.  Endpoints are numbered from
+ * the session's first (root) in the order they were made: P, then U.
+ */
+static int seed_events_ok(const struct runner *r)
+{
+	const __u64 root = r->root_ep, p = root + 1, u = root + 2;
+	const struct { __u32 type; __u64 ep, from, depth; } want[] = {
+		{ CTXVM_EVENT_SPAWN, p, root, 2 },      /* root calls P */
+		{ CTXVM_EVENT_ENTER, root, p, 3 },      /* P syscalls K1, run by root */
+		{ CTXVM_EVENT_SPAWN, u, root, 4 },      /* K1 calls U */
+		{ CTXVM_EVENT_ENTER, root, u, 5 },      /* U syscalls K2 */
+		{ CTXVM_EVENT_RETURN, root, 0, 4 },     /* K2 returns */
+		{ CTXVM_EVENT_RETURN, u, 0, 3 },
+		{ CTXVM_EVENT_RETURN, root, 0, 2 },     /* K1 returns */
+		{ CTXVM_EVENT_RETURN, p, 0, 1 },
+		{ CTXVM_EVENT_FINISH, root, 0, 0 },
+	};
+	unsigned int i;
+
+	if (r->nlog != (int)(sizeof(want) / sizeof(want[0])))
+		return 0;
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		const struct ctxvm_event *e = &r->log[i];
+
+		if (e->type != want[i].type || e->endpoint != want[i].ep ||
+		    e->depth != want[i].depth || e->flags || e->reserved[0] ||
+		    e->reserved[1] || e->reserved[2])
+			return 0;
+		if ((e->type == CTXVM_EVENT_SPAWN || e->type == CTXVM_EVENT_ENTER) &&
+		    (e->from != want[i].from || e->msg.type != CTXVM_MSG_RUN))
+			return 0;
+		if (e->type == CTXVM_EVENT_RETURN && e->msg.type != CTXVM_MSG_RETURN)
+			return 0;
+	}
+	/* what each event carries: the RUN given and the RETURN's gas */
+	return dig_eq(r->log[1].msg.digest, D_K1) && r->log[1].msg.gas == 800000 &&
+	       dig_eq(r->log[2].msg.digest, D_U) && r->log[7].msg.gas == 40 &&
+	       r->log[7].msg.window[0] == 44;
+}
+
 /* 0 on success; a small number naming the first failure otherwise. */
 static int run_seed(int dev)
 {
@@ -376,6 +432,8 @@ static int run_seed(int dev)
 		return 3;
 	if (reap(&r))
 		return 4;
+	if (!seed_events_ok(&r))
+		return 6;
 	if (ioctl(s, CTXVM_SESSION_INFO, &info) || info.state != CTXVM_S_DONE ||
 	    info.contexts != 3 || info.max_depth_seen != 5 || info.depth != 0)
 		return 5;
@@ -687,6 +745,45 @@ TEST(closing_the_context_fd_releases_its_frames)
 	close(dev);
 }
 
+/* A context that announces its death (the SIGSYS handler does this) */
+TEST(abort_announces_death_and_ends_the_run)
+{
+	struct ctxvm_msg m = { 0 };
+	struct ctxvm_event ev;
+	int dev, s, fd;
+
+	NEED_DEV(dev);
+	fd = root_here(dev, &s);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ctx_wait(fd, &m));
+	memset(&m, 0, sizeof(m));
+	m.type = CTXVM_MSG_RETURN;
+	EXPECT_EQ(-EINVAL, xioctl(fd, CTXVM_CTX_ABORT, &m));
+	m.type = CTXVM_MSG_FAIL;
+	m.reserved[2] = 1;
+	EXPECT_EQ(-EINVAL, xioctl(fd, CTXVM_CTX_ABORT, &m));
+	m.reserved[2] = 0;
+	m.kind = 7;
+	m.gas_arg = 41;         /* the syscall it tried */
+	strcpy((char *)m.text, "sandbox violation");
+	ASSERT_EQ(0, xioctl(fd, CTXVM_CTX_ABORT, &m));
+	ASSERT_EQ(0, ioctl(s, CTXVM_EVENT, &ev));
+	EXPECT_EQ((__u32)CTXVM_EVENT_DIED, ev.type);
+	EXPECT_EQ((__u32)CTXVM_EVENT_F_SESSION_FAILED, ev.flags);
+	EXPECT_EQ(41ULL, ev.msg.gas_arg);
+	EXPECT_EQ(7ULL, ev.msg.kind);
+	EXPECT_EQ(0, strcmp((char *)ev.msg.text, "sandbox violation"));
+	EXPECT_EQ(0ULL, ev.depth);
+	/* dead: nothing it sends counts any more */
+	EXPECT_EQ(-ESHUTDOWN, ctx_wait(fd, &m));
+	EXPECT_EQ(-ESHUTDOWN, ctx_finish(fd, 0));
+	EXPECT_EQ(-ESHUTDOWN, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, 1, 0, 0, &m));
+	EXPECT_EQ(-ESHUTDOWN, xioctl(s, CTXVM_EVENT, &ev));
+	close(fd);
+	close(s);
+	close(dev);
+}
+
 /* ---- fds: the session fd closed, another process, O_CLOEXEC ---- */
 
 TEST(call_after_session_fd_closed)
@@ -858,7 +955,7 @@ TEST(start_reserved_and_twice)
 	NEED_DEV(dev);
 	s = new_session(dev);
 	ASSERT_LE(0, s);
-	for (i = 0; i < 7; i++) {
+	for (i = 0; i < 3 + (int)(sizeof(st.reserved) / sizeof(st.reserved[0])); i++) {
 		memset(&st, 0, sizeof(st));
 		st.gas = 10;
 		if (i == 0)
@@ -1094,47 +1191,97 @@ TEST(max_contexts_parameter)
 	limit_run(_metadata, "max_contexts", 2, lim_p_contexts);
 }
 
-/* ---- cost of a round trip, printed (inside the VM) ---- */
+/* ---- START's depth limit (the runner's --max-depth) ---- */
 
-static double now_ns(void)
+TEST(start_depth_limit)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-TEST(bench_ioctl_vs_getppid)
-{
-	const int n = 20000;
-	double t0, sys_ns, caller_ns, trip_ns;
-	struct ctxvm_msg m;
-	int dev, s, fd, i;
-	__u64 d[4];
+	static const struct role roles[] = { { D_P, lim_p }, { D_Q, lim_q } };
+	struct runner r;
+	int dev, s, cap;
+	__u64 ep;
 
 	NEED_DEV(dev);
-	fd = root_here(dev, &s);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, ctx_wait(fd, &m));
-	t0 = now_ns();
-	for (i = 0; i < n; i++)
-		getppid();
-	sys_ns = (now_ns() - t0) / n;
-	t0 = now_ns();
-	for (i = 0; i < n; i++)
-		ASSERT_EQ(0, ctx_caller(fd, d));
-	caller_ns = (now_ns() - t0) / n;
-	/* syscall into context 0 from itself: CALL (gets the RUN), RETURN, WAIT (result) */
-	t0 = now_ns();
-	for (i = 0; i < n; i++) {
-		ASSERT_EQ(0, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, GAS, 0, 0, &m));
-		ASSERT_EQ(0, ctx_return(fd, 0, 0));
-		ASSERT_EQ(0, ctx_wait(fd, &m));
+	cap = ioctl(dev, CTXVM_CHECK_EXTENSION, CTXVM_CAP_MAX_DEPTH);
+	ASSERT_LT(0, cap);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	EXPECT_EQ(-EINVAL, start_limited(s, &ep, (__u64)cap + 1));
+	EXPECT_EQ(-EINVAL, start_limited(s, &ep, 1ULL << 32));
+	/* root, P, Q: Q's call to U is one frame too deep */
+	ASSERT_EQ(0, start_limited(s, &ep, 3));
+	memset(&r, 0, sizeof(r));
+	r.sess = s;
+	r.roles = roles;
+	r.nroles = 2;
+	r.pids[r.npids++] = spawn(s, ep, lim_root);
+	ASSERT_EQ(0, serve(&r, 0));
+	EXPECT_EQ((__u32)CTXVM_EVENT_FINISH, r.last.type);
+	EXPECT_EQ(0, reap(&r));
+	close(s);
+	close(dev);
+}
+
+/* ---- a runner that does not read its events holds the contexts back ---- */
+
+#define BP_ROUNDS 40
+
+static int bp_progress[2];
+
+static void bp_root(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	(void)run;
+	for (int i = 0; i < BP_ROUNDS; i++) {
+		CHECK(ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, 100, 0, ROOT_FMP, &m) == 0);
+		CHECK(m.type == CTXVM_MSG_RUN);
+		CHECK(ctx_return(fd, 1, 0) == 0);
+		CHECK(ctx_wait(fd, &m) == 0 && m.type == CTXVM_MSG_RESULT);
+		CHECK(write(bp_progress[1], "r", 1) == 1);
 	}
-	trip_ns = (now_ns() - t0) / n;
-	ksft_print_msg("bench: getppid %.0f ns, CALLER ioctl %.0f ns (%.1fx), syscall round trip (3 ioctls) %.0f ns (%.1fx)\n",
-		       sys_ns, caller_ns, caller_ns / sys_ns, trip_ns, trip_ns / sys_ns);
-	close(fd);
+	CHECK(ctx_finish(fd, 1) == 0);
+}
+
+TEST(event_queue_backpressure)
+{
+	struct runner r;
+	int dev, s, old, rounds = 0, enters = 0, returns = 0;
+	char buf[BP_ROUNDS];
+	ssize_t n;
+
+	NEED_DEV(dev);
+	old = param_get("max_contexts");
+	ASSERT_LT(0, old);
+	ASSERT_EQ(0, param_set("max_contexts", 1));
+	s = new_session(dev);
+	ASSERT_EQ(0, param_set("max_contexts", old));
+	ASSERT_LE(0, s);
+	ASSERT_EQ(0, pipe2(bp_progress, O_NONBLOCK));
+	runner_init(&r, s, NULL, 0, bp_root);
+	ASSERT_LT(0, r.pids[0]);
+	usleep(300 * 1000);
+	while ((n = read(bp_progress[0], buf, sizeof(buf))) > 0)
+		rounds += n;
+	/* two events a round, and the queue holds far fewer than 2 * BP_ROUNDS */
+	EXPECT_LT(0, rounds);
+	EXPECT_GT(BP_ROUNDS, rounds);
+	for (;;) {
+		struct ctxvm_event ev;
+
+		ASSERT_EQ(0, ioctl(s, CTXVM_EVENT, &ev));
+		if (ev.type == CTXVM_EVENT_ENTER)
+			enters++;
+		else if (ev.type == CTXVM_EVENT_RETURN)
+			returns++;
+		else
+			break;
+		EXPECT_EQ(enters - returns + 1, (int)ev.depth);
+	}
+	EXPECT_EQ(BP_ROUNDS, enters);
+	EXPECT_EQ(BP_ROUNDS, returns);
+	EXPECT_EQ(0, reap(&r));
+	close(bp_progress[0]);
+	close(bp_progress[1]);
 	close(s);
 	close(dev);
 }

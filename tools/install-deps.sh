@@ -7,10 +7,10 @@ want=()
 case "${1:-base}" in
 base) want=(build-essential pkg-config libsodium-dev libseccomp-dev libcap-dev linux-source-6.1 xz-utils) ;;
 fuzz) want=(clang libclang-rt-14-dev) ;;
-lint) want=(cppcheck sparse) ;;
+lint) want=(cppcheck sparse linux-headers-amd64) ;;
 bench) want=(bubblewrap) ;;
 module) want=(linux-headers-amd64 sparse) ;;
-vm) want=(qemu-system-x86 busybox-static cpio linux-headers-amd64 sparse) ;;
+vm) want=(qemu-system-x86 busybox-static cpio linux-headers-amd64 sparse kmod) ;;
 *) echo "usage: $0 base|fuzz|lint|bench|module|vm" >&2; exit 2 ;;
 esac
 

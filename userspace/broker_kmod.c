@@ -118,7 +118,7 @@ static void spawn(struct kbroker *kb, uint64_t endpoint, uint64_t gas_limit)
 static void reap(struct kbroker *kb, uint64_t endpoint, struct reaped *how)
 {
 	struct context_proc *p = proc_of(kb, endpoint);
-	struct reaped ignored;
+	struct reaped ignored = { 0 };
 
 	how = how ? how : &ignored;
 	how->status = -1;

@@ -2,19 +2,20 @@
 # SPDX-License-Identifier: GPL-2.0
 # Builds the test VM: Debian's kernel image (matching linux-headers-amd64,
 # fetched with apt-get download, unpacked with dpkg -x) and a busybox
-# initramfs holding ctxvm.ko and static test binaries.  Its /init mounts
-# devtmpfs, proc and sysfs, loads the module, runs every /tests/* binary,
-# unloads the module, prints the new kernel log lines and powers off.
+# initramfs holding ctxvm.ko and what tools/vm/stage.sh put in STAGED_ROOT.
+# Its /init mounts devtmpfs, proc and sysfs, loads the module, runs every
+# /tests/* in name order, unloads the module, prints the new kernel log
+# lines and powers off.
 #
-#   tools/vm/build-initramfs.sh OUTDIR MODULE.ko TEST_BINARY...
+#   tools/vm/build-initramfs.sh OUTDIR MODULE.ko STAGED_ROOT
 #
 # Leaves OUTDIR/vmlinuz and OUTDIR/initrd.cpio.gz.
 set -eu
 
-[ $# -ge 2 ] || { echo "usage: $0 OUTDIR MODULE.ko [TEST...]" >&2; exit 2; }
+[ $# -eq 3 ] || { echo "usage: $0 OUTDIR MODULE.ko STAGED_ROOT" >&2; exit 2; }
 out=$1
 ko=$2
-shift 2
+staged=$3
 
 kver=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 |
 	sed -n 's/.*linux-headers-\([0-9][^ ,]*-amd64\).*/\1/p')
@@ -28,29 +29,32 @@ fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-# The kernel: the image package of the headers' version.
-if [ ! -s "$out/vmlinuz-$kver" ]; then
+# The kernel: the image package of the headers' version, kept in
+# VM_KERNEL_DIR (default OUTDIR) so several VMs share one download.
+kdir=${VM_KERNEL_DIR:-$out}
+mkdir -p "$kdir"
+kdir=$(cd "$kdir" && pwd)
+if [ ! -s "$kdir/vmlinuz-$kver" ]; then
 	tmp=$(mktemp -d)
+	chmod 0777 "$tmp"       # apt's download user writes here
 	(cd "$tmp" && apt-get download "linux-image-$kver" >/dev/null)
 	dpkg -x "$tmp"/linux-image-"$kver"_*.deb "$tmp/x"
-	cp "$tmp/x/boot/vmlinuz-$kver" "$out/vmlinuz-$kver"
+	cp "$tmp/x/boot/vmlinuz-$kver" "$kdir/vmlinuz-$kver"
 	rm -rf "$tmp"
 fi
-ln -sf "vmlinuz-$kver" "$out/vmlinuz"
+ln -sf "$kdir/vmlinuz-$kver" "$out/vmlinuz"
 
 # The initramfs.
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/bin" "$root/dev" "$root/proc" "$root/sys" "$root/tmp" "$root/tests"
+cp -a "$staged/." "$root/"
 cp /bin/busybox "$root/bin/busybox"
 for app in sh mount umount insmod rmmod lsmod poweroff cat echo dmesg tail wc grep \
-	   sleep ls mkdir date; do
+	   sleep ls mkdir date env head; do
 	ln -s busybox "$root/bin/$app"
 done
 cp "$ko" "$root/ctxvm.ko"
-for t in "$@"; do
-	cp "$t" "$root/tests/"
-done
 
 cat > "$root/init" <<'INIT'
 #!/bin/sh
@@ -58,25 +62,25 @@ export PATH=/bin
 mount -t devtmpfs devtmpfs /dev
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+mount -t tmpfs tmpfs /tmp
+# a task stuck uninterruptibly this long is a bug (run.sh greps for it)
+echo 10 > /proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
 echo "CTXVM-VM: booted $(cat /proc/sys/kernel/osrelease)"
 before=$(dmesg | wc -l)
-pass=0
-fail=0
 if insmod /ctxvm.ko; then
 	echo "ok - insmod ctxvm.ko"
-	pass=$((pass + 1))
 else
 	echo "not ok - insmod ctxvm.ko"
-	fail=$((fail + 1))
 fi
 for t in /tests/*; do
 	[ -x "$t" ] || continue
 	echo "CTXVM-VM: running $t"
-	if "$t"; then
-		echo "CTXVM-VM: $t exited 0"
-	else
-		echo "CTXVM-VM: $t exited $?"
-	fi
+	"$t"
+	rc=$?
+	echo "CTXVM-VM: $t exited $rc"
+	# A failing suite has said `not ok` already; a killed one has not.
+	[ "$rc" -lt 128 ] || echo "not ok - $t was killed (status $rc)"
+
 done
 if rmmod ctxvm; then
 	echo "ok - rmmod ctxvm"
@@ -91,4 +95,4 @@ INIT
 chmod +x "$root/init"
 
 (cd "$root" && find . | cpio -o -H newc --quiet) | gzip -1 > "$out/initrd.cpio.gz"
-echo "$out/vmlinuz-$kver $out/initrd.cpio.gz"
+echo "$kdir/vmlinuz-$kver $out/initrd.cpio.gz"

@@ -4,6 +4,9 @@
 #
 #   tools/vm/run.sh OUTDIR [TIMEOUT_SECONDS]
 #
+# VM_APPEND: extra kernel command line (default slub_debug=FZPU: red zones,
+# poisoning and sanity checks catch what the module does wrong with memory).
+#
 # Counts the TAP lines the VM prints (`ok ...` / `not ok ...`; a SKIP counts
 # as a failure inside the VM, where the module is loaded), fails when the
 # console shows BUG:, WARNING:, Oops, Call Trace, a panic, when the VM did
@@ -16,23 +19,23 @@ limit=${2:-240}
 log=$out/console.log
 
 start=$(date +%s.%N)
-timeout --kill-after=5 "$limit" qemu-system-x86_64 -accel tcg -m 512 -smp 1 \
+timeout --kill-after=5 "$limit" qemu-system-x86_64 -accel tcg -m 1024 -smp 2 \
 	-nographic -no-reboot -monitor none -serial stdio \
 	-kernel "$out/vmlinuz" -initrd "$out/initrd.cpio.gz" \
-	-append "console=ttyS0 panic=-1 quiet slub_debug=FZPU" </dev/null \
+	-append "console=ttyS0 panic=-1 quiet ${VM_APPEND-slub_debug=FZPU}" </dev/null \
 	2>&1 | tr -d '\r' > "$log"
 rc=$?
 end=$(date +%s.%N)
 secs=$(echo "$end $start" | awk '{ printf "%.1f", $1 - $2 }')
 
-grep -E '^(#|ok|not ok|CTXVM-VM)' "$log" | grep -v '^#  *RUN\|^#  *OK  ' || true
+grep -E '^(#|ok|not ok|CTXVM-VM|CTXVM-BENCH)' "$log" | grep -v '^#  *RUN\|^#  *OK  ' || true
 
 pass=$(grep -E '^ok ' "$log" | grep -vc '# SKIP' || true)
 skip=$(grep -E '^ok ' "$log" | grep -c '# SKIP' || true)
 fail=$(grep -cE '^not ok ' "$log" || true)
 fail=$((fail + skip))
 problems=0
-if grep -nE 'BUG:|WARNING:|Oops|Call Trace|Kernel panic|general protection|KFENCE|list_(add|del) corruption' "$log"; then
+if grep -nE 'BUG:|WARNING:|Oops|Call Trace|Kernel panic|general protection|KFENCE|list_(add|del) corruption|blocked for more than' "$log"; then
 	echo "vm-test: the kernel log shows a problem (above)"
 	problems=1
 fi
