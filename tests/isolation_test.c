@@ -4,6 +4,9 @@
  * interpreter's own limits switched off the OS still stops a context; a
  * context that makes a forbidden syscall, crashes, lies to the broker or
  * hangs fails alone; and no run leaves a process or an fd behind.
+ *
+ * CTXVM_ISOLATION_BACKEND=kmod runs the same attacks on the `kmod` backend
+ * (in the test VM, where ctxvm.ko is loaded).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +21,7 @@
 #include <unistd.h>
 
 #include "asm.h"
+#include "broker_kmod.h"
 #include "broker_user.h"
 #include "interp.h"
 #include "kselftest_harness.h"
@@ -60,6 +64,27 @@ static bool has_children(void)
 	return !(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
 }
 
+/* The backend under attack: user, or kmod when CTXVM_ISOLATION_BACKEND says so. */
+static enum ctx_error_kind run_backend(const struct ctx_program *prog,
+				       const struct run_options *opts, struct run_result *res)
+{
+	const char *want = getenv("CTXVM_ISOLATION_BACKEND");
+	enum ctx_error_kind err;
+	int dev;
+
+	if (!want || strcmp(want, "kmod"))
+		return ctx_run_user(prog, opts, res);
+	dev = ctx_kmod_open();
+	if (dev < 0) {
+		fprintf(stderr, "# /dev/ctxvm: %s\n", strerror(errno));
+		res->error = CTX_E_SystemError;
+		return CTX_E_SystemError;
+	}
+	err = ctx_run_kmod(dev, prog, opts, res);
+	close(dev);
+	return err;
+}
+
 static enum ctx_error_kind run_src(const char *src, uint64_t gas, uint64_t mem,
 				   struct run_result *res)
 {
@@ -77,7 +102,7 @@ static enum ctx_error_kind run_src(const char *src, uint64_t gas, uint64_t mem,
 		return CTX_E_SystemError;
 	}
 	asm_diags_free(&diags);
-	err = ctx_run_user(prog, &opts, res);
+	err = run_backend(prog, &opts, res);
 	ctx_program_free(prog);
 	return err;
 }
@@ -215,7 +240,7 @@ TEST_F(iso, a_callee_cannot_find_the_roots_secret_anywhere)
 	opts.inputs[0] = (opts.inputs[0] % (FE_P - 1000)) + 1000;
 	ctx_test.scan_secret_masked = opts.inputs[0] ^ CTX_TEST_SECRET_MASK;
 	ASSERT_EQ(0, ctx_assemble_source("t.masm", src, strlen(src), &aopts, &prog, &diags));
-	EXPECT_EQ((int)CTX_OK, (int)ctx_run_user(prog, &opts, &self->res));
+	EXPECT_EQ((int)CTX_OK, (int)run_backend(prog, &opts, &self->res));
 	EXPECT_STREQ("", self->res.message);
 	/* The root still has it. */
 	EXPECT_EQ(ctx_test.scan_secret_masked, self->res.stack[0] ^ CTX_TEST_SECRET_MASK);
@@ -236,7 +261,7 @@ TEST_F(iso, the_secret_scan_finds_what_is_there)
 	ctx_test.scan_secret_masked = visible ^ CTX_TEST_SECRET_MASK;
 	ctx_test.plant = visible;
 	ASSERT_EQ(0, ctx_assemble_source("t.masm", src, strlen(src), &aopts, &prog, &diags));
-	EXPECT_EQ((int)CTX_E_ContextCrashed, (int)ctx_run_user(prog, &opts, &self->res));
+	EXPECT_EQ((int)CTX_E_ContextCrashed, (int)run_backend(prog, &opts, &self->res));
 	ctx_program_free(prog);
 	asm_diags_free(&diags);
 }
@@ -357,7 +382,7 @@ TEST_F(iso, a_context_that_never_answers_ends_with_the_timeout)
 
 	ctx_test.endpoint = TEST_ENDPOINT_HANG;
 	ASSERT_EQ(0, ctx_assemble_source("t.masm", CALL_P, strlen(CALL_P), &aopts, &prog, &diags));
-	EXPECT_EQ((int)CTX_E_SystemError, (int)ctx_run_user(prog, &opts, &self->res));
+	EXPECT_EQ((int)CTX_E_SystemError, (int)run_backend(prog, &opts, &self->res));
 	EXPECT_NE(NULL, strstr(self->res.message, "timeout"));
 	ctx_program_free(prog);
 	asm_diags_free(&diags);

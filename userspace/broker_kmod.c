@@ -363,7 +363,6 @@ enum ctx_error_kind ctx_run_kmod(int dev, const struct ctx_program *prog,
 				 const struct run_options *opts, struct run_result *res)
 {
 	struct kbroker *kb = calloc(1, sizeof(*kb));
-	struct run_options child_opts = *opts;
 	struct ctxvm_session_info info;
 	char err[256];
 	enum ctx_error_kind result;
@@ -379,8 +378,12 @@ enum ctx_error_kind ctx_run_kmod(int dev, const struct ctx_program *prog,
 	kb->session = -1;
 	kb->result = CTX_E_SystemError;
 	kb->deadline_ns = now_ns() + (opts->timeout_ms ? opts->timeout_ms : 600000ull) * 1000000ull;
-	child_opts.kmod_endpoint = true;
-	if (forkserver_start(&kb->fs, prog, &child_opts, err, sizeof(err)) < 0) {
+	/*
+	 * The caller's own opts, so that the fork server scrubs the root's
+	 * inputs from the very copy it inherited.
+	 */
+	kb->fs.kmod_endpoint = true;
+	if (forkserver_start(&kb->fs, prog, opts, err, sizeof(err)) < 0) {
 		runlog_error(res, CTX_E_SystemError, err);
 		goto out_free;
 	}

@@ -319,6 +319,12 @@ static void misbehave(struct ctxproc *cp, const struct ctxvm_msg *run)
 
 	/* raise() needs getpid and tgkill, which the sandbox forbids: fault instead. */
 	if (ctx_test.scan_secret_masked && secret_visible()) {
+		if (cp->kmod) {
+			memset(&m, 0, sizeof(m));
+			m.type = CTXVM_MSG_FAIL;
+			strcpy((char *)m.text, "found the secret");
+			(void)ioctl(cp->fd, CTXVM_CTX_ABORT, &m);
+		}
 		(void)write(cp->fd, "found the secret", 16);
 		_exit(0);
 	}
@@ -333,6 +339,12 @@ static void misbehave(struct ctxproc *cp, const struct ctxvm_msg *run)
 		syscall(ctx_test.attack_syscall, 0, 0, 0, 0, 0, 0);
 	switch (ctx_test.endpoint) {
 	case TEST_ENDPOINT_GARBAGE:
+		if (cp->kmod) {
+			/* a message of no type: the module refuses it, and a refused context leaves */
+			memset(&m, 0xa5, sizeof(m));
+			if (ioctl(cp->fd, CTXVM_CTX_RETURN, &m) < 0)
+				_exit(3);
+		}
 		(void)write(cp->fd, "garbage", 7);
 		break;
 	case TEST_ENDPOINT_CLOSE:
@@ -351,7 +363,10 @@ static void misbehave(struct ctxproc *cp, const struct ctxvm_msg *run)
 		break;
 	case TEST_ENDPOINT_HANG:
 		for (;;)
-			(void)read(cp->fd, &b, 1);
+			if (cp->kmod)
+				(void)ioctl(cp->fd, CTXVM_CTX_WAIT, &m);  /* nothing will come */
+			else
+				(void)read(cp->fd, &b, 1);
 	case TEST_ENDPOINT_NONE:
 		return;
 	}

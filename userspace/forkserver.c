@@ -68,7 +68,8 @@ static int recv_request(int ctrl, struct fs_request *req, int *fd)
 	return 0;
 }
 
-static void serve(int ctrl, const struct ctx_program *prog, const struct run_options *opts)
+static void serve(int ctrl, const struct ctx_program *prog, const struct run_options *opts,
+		  bool kmod_endpoint)
 {
 	struct run_options child_opts = *opts;
 	struct sandbox_filter filter;
@@ -77,6 +78,7 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 	pid_t self = getpid();
 
 	child_opts.trace = false;       /* the broker traces */
+	child_opts.kmod_endpoint = kmod_endpoint;
 	/* The root's inputs are its own: no other context may find them in its copy. */
 	memset(child_opts.inputs, 0, sizeof(child_opts.inputs));
 	memset((void *)opts->inputs, 0, sizeof(opts->inputs));
@@ -112,7 +114,7 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 					.as_bytes = as_base + opts->mem_limit + opts->mem_limit / 4 + AS_MARGIN,
 					.parent_pid = self,
 					.namespaces = false,    /* the fork server's, above */
-					.kmod_endpoint = opts->kmod_endpoint,
+					.kmod_endpoint = kmod_endpoint,
 				};
 
 #ifdef CTXVM_TESTING
@@ -170,7 +172,7 @@ int forkserver_start(struct forkserver *fs, const struct ctx_program *prog,
 		for (int fd = 3; fd < 1024; fd++)
 			if (fd != sv[1])
 				close(fd);
-		serve(sv[1], prog, opts);
+		serve(sv[1], prog, opts, fs->kmod_endpoint);
 	}
 	close(sv[1]);
 	fs->ctrl = sv[0];

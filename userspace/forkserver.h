@@ -9,6 +9,7 @@
 #ifndef CTXVM_FORKSERVER_H
 #define CTXVM_FORKSERVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -18,6 +19,7 @@
 struct forkserver {
 	pid_t pid;
 	int ctrl;
+	bool kmod_endpoint;     /* set before start: endpoints are /dev/ctxvm context fds */
 };
 
 struct reaped {
