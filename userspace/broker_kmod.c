@@ -89,6 +89,15 @@ static void fail_run(struct kbroker *kb, const char *msg)
 	kb->done = true;
 }
 
+/* The same, with why the last system call failed. */
+static void fail_run_errno(struct kbroker *kb, const char *what)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(errno));
+	fail_run(kb, msg);
+}
+
 /* A process for `endpoint` on its context fd, with the frame's CPU budget. */
 static void spawn(struct kbroker *kb, uint64_t endpoint, uint64_t gas_limit)
 {
@@ -102,15 +111,16 @@ static void spawn(struct kbroker *kb, uint64_t endpoint, uint64_t gas_limit)
 	}
 	fd = ioctl(kb->session, CTXVM_CONTEXT_FD, &req);
 	if (fd < 0) {
-		fail_run(kb, "broker: /dev/ctxvm refused a context fd");
+		fail_run_errno(kb, "broker: /dev/ctxvm refused a context fd");
 		return;
 	}
 	p->pid = forkserver_spawn(&kb->fs, fd, gas_limit);
-	close(fd);
 	if (p->pid <= 0) {
-		fail_run(kb, "broker: could not start a context process");
+		fail_run_errno(kb, "broker: could not start a context process");
+		close(fd);
 		return;
 	}
+	close(fd);
 	p->endpoint = endpoint;
 	p->why = NULL;
 }

@@ -25,10 +25,10 @@
 #include "broker_user.h"
 #include "forkserver.h"
 #include "interp_core.h"
+#include "runlog.h"
 #include "sandbox.h"
 
 #define NSLOTS (CTX_CALL_DEPTH_LIMIT + 1)
-#define MEMORY_EXIT 6           /* ctxproc: could not make its memory */
 
 struct slot {
 	int fd;                 /* -1: free */
@@ -53,68 +53,19 @@ struct ubroker {
 	uint64_t deadline_ns;
 };
 
-static void set_error(struct ubroker *ub, enum ctx_error_kind kind, const char *msg)
-{
-	if (ub->res->error != CTX_OK)
-		return;
-	ub->res->error = kind;
-	snprintf(ub->res->message, sizeof(ub->res->message), "%s", msg);
-}
-
-static void backtrace_push(struct ubroker *ub, uint64_t ctx_id, uint32_t kind, uint32_t pc)
-{
-	struct run_result *res = ub->res;
-	struct backtrace_entry *bt = realloc(res->backtrace, (res->nbacktrace + 1) * sizeof(*bt));
-
-	if (!bt)
-		return;
-	res->backtrace = bt;
-	bt[res->nbacktrace++] = (struct backtrace_entry){
-		.ctx_id = ctx_id,
-		.kind = (enum ctx_frame_kind)kind,
-		.proc = ctx_program_proc_at(ub->prog, pc),
-		.pc = pc,
-	};
-}
-
 /* Frames [0, top] as a backtrace, innermost first, starting at pc in the top one. */
 static void record_backtrace(struct ubroker *ub, uint32_t top, uint32_t pc)
 {
 	ub->res->nbacktrace = 0;
 	for (uint32_t i = top + 1; i-- > 0;) {
-		backtrace_push(ub, ub->frames[i].ctx_id, ub->frames[i].kind, pc);
+		runlog_backtrace_push(ub->res, ub->prog, ub->frames[i].ctx_id, ub->frames[i].kind, pc);
 		pc = ub->call_pc[i];
 	}
 }
 
-static long trace_open(struct ubroker *ub, uint32_t depth, uint32_t kind, uint32_t proc,
-		       uint64_t ctx_id, uint64_t gas_limit)
-{
-	struct run_result *res = ub->res;
-	struct trace_node *t;
-
-	if (!ub->opts->trace)
-		return -1;
-	t = realloc(res->trace, (res->ntrace + 1) * sizeof(*t));
-	if (!t)
-		return -1;
-	res->trace = t;
-	t[res->ntrace] = (struct trace_node){
-		.depth = depth, .kind = (enum ctx_frame_kind)kind, .proc = proc, .ctx_id = ctx_id,
-		.gas_limit = gas_limit, .wall_ns = now_ns(),
-	};
-	return (long)res->ntrace++;
-}
-
 static void trace_close(struct ubroker *ub, uint32_t frame, uint64_t used, enum ctx_error_kind outcome)
 {
-	long n = ub->trace_node[frame];
-
-	if (n < 0)
-		return;
-	ub->res->trace[n].gas_used = used;
-	ub->res->trace[n].wall_ns = now_ns() - ub->res->trace[n].wall_ns;
-	ub->res->trace[n].outcome = outcome;
+	runlog_trace_close(ub->res, ub->trace_node[frame], used, outcome);
 }
 
 static void send_msg(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *m)
@@ -180,7 +131,7 @@ static void unwind_failure(struct ubroker *ub, uint64_t owner, bool died, uint64
 		      : ctxvm_core_fail(&ub->core, owner, used, &u);
 
 	if (st != CTXVM_B_OK) {
-		set_error(ub, CTX_E_SystemError, "broker: unwinding was refused");
+		runlog_error(ub->res, CTX_E_SystemError, "broker: unwinding was refused");
 		ub->done = true;
 		return;
 	}
@@ -210,27 +161,15 @@ static void unwind_failure(struct ubroker *ub, uint64_t owner, bool died, uint64
 				.fmp = ub->frames[i].fmp0_saved });
 	send_msg(ub, u.resume_owner, &(struct ctxvm_msg){
 		.type = CTXVM_MSG_RESULT, .status = CTXVM_RESULT_GUARD_FAILED, .gas = u.gas_used });
-	/* Caught: the run goes on. */
-	ub->res->error = CTX_OK;
-	ub->res->message[0] = '\0';
-	ub->res->nbacktrace = 0;
+	runlog_clear_error(ub->res);    /* caught: the run goes on */
 }
 
 static void fail_frame(struct ubroker *ub, uint64_t owner, enum ctx_error_kind kind,
 		       const char *msg, uint32_t pc, uint64_t used, bool reporter_left)
 {
-	set_error(ub, kind, msg);
+	runlog_error(ub->res, kind, msg);
 	record_backtrace(ub, ub->core.depth - 1, pc);
 	unwind_failure(ub, owner, false, used, reporter_left);
-}
-
-static const char *signal_name(int sig)
-{
-	const char *name = sigabbrev_np(sig);
-	static char buf[32];
-
-	snprintf(buf, sizeof(buf), "SIG%s", name ? name : "?");
-	return buf;
 }
 
 /* The process behind `owner` is gone or broke the protocol: find out why, then unwind. */
@@ -254,33 +193,13 @@ static void context_died(struct ubroker *ub, uint64_t owner, const char *why)
 	} else {
 		release_slot(ub, owner, &how);
 	}
-	if (violation) {
-		kind = CTX_E_SandboxViolation;
-		snprintf(msg, sizeof(msg), "context blocked by the sandbox: syscall %s",
-			 sandbox_syscall_name(nr));
-	} else if (how.status >= 0 && WIFSIGNALED(how.status) &&
-		   (WTERMSIG(how.status) == SIGXCPU ||
-		    (WTERMSIG(how.status) == SIGKILL && i < ub->core.depth &&
-		     how.cpu_ns >= sandbox_cpu_budget_ns(ub->frames[i].gas_limit)))) {
-		kind = CTX_E_OutOfGas;
-		snprintf(msg, sizeof(msg), "context killed after %.3f s of CPU time (its gas budget)",
-			 (double)how.cpu_ns / 1e9);
-	} else if (how.status >= 0 && WIFSIGNALED(how.status)) {
-		kind = CTX_E_ContextCrashed;
-		snprintf(msg, sizeof(msg), "context killed by %s", signal_name(WTERMSIG(how.status)));
-	} else if (how.status >= 0 && WIFEXITED(how.status) &&
-		   WEXITSTATUS(how.status) == MEMORY_EXIT) {
-		kind = CTX_E_MemoryLimitExceeded;
-		snprintf(msg, sizeof(msg), "context ran out of memory");
-	} else {
-		kind = CTX_E_ContextCrashed;
-		snprintf(msg, sizeof(msg), "context %s", why);
-	}
+	kind = runlog_death(&how, violation, nr, i < ub->core.depth ? ub->frames[i].gas_limit : 0,
+			    why, msg, sizeof(msg));
 	if (i == ub->core.depth) {
 		/* It held no frame (already popped): nothing to unwind. */
 		return;
 	}
-	set_error(ub, kind, msg);
+	runlog_error(ub->res, kind, msg);
 	record_backtrace(ub, ub->core.depth - 1, ub->call_pc[ub->core.depth - 1]);
 	unwind_failure(ub, owner, true, 0, false);
 }
@@ -296,7 +215,8 @@ static void start_frame(struct ubroker *ub, const struct ctxvm_call_grant *g, ui
 
 	ub->call_pc[idx] = pc;
 	ub->proc[idx] = proc;
-	ub->trace_node[idx] = trace_open(ub, idx, kind, proc, g->ctx_id, g->gas_limit);
+	ub->trace_node[idx] = runlog_trace_open(ub->res, ub->opts, idx, kind, proc, g->ctx_id,
+						g->gas_limit);
 	memcpy(run.window, window, sizeof(run.window));
 	if (kind == CTXVM_FRAME_DELEGATECALL || kind == CTXVM_FRAME_DYNDELEGATECALL)
 		send_msg(ub, 0, &(struct ctxvm_msg){ .type = CTXVM_MSG_GUARD_BEGIN });
@@ -335,7 +255,9 @@ static void on_call(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *
 		}
 		slot = new_slot(ub, limit);
 		if (slot < 0) {
-			set_error(ub, CTX_E_SystemError, "broker: could not start a context process");
+			snprintf(msg, sizeof(msg), "broker: could not start a context process: %s",
+				 strerror(errno));
+			runlog_error(ub->res, CTX_E_SystemError, msg);
 			ub->done = true;
 			return;
 		}
@@ -374,7 +296,7 @@ static void on_call(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *
 			 CTX_CALL_DEPTH_LIMIT);
 		fail_frame(ub, owner, CTX_E_CallDepthExceeded, msg, (uint32_t)m->pc, used_so_far, false);
 	} else {
-		set_error(ub, CTX_E_SystemError, "broker: call refused");
+		runlog_error(ub->res, CTX_E_SystemError, "broker: call refused");
 		ub->done = true;
 	}
 }
@@ -495,7 +417,7 @@ static void loop(struct ubroker *ub)
 			char msg[128];
 
 			snprintf(msg, sizeof(msg), "the run passed its wall-clock limit (--timeout)");
-			set_error(ub, CTX_E_SystemError, msg);
+			runlog_error(ub->res, CTX_E_SystemError, msg);
 			ub->done = true;
 			break;
 		}
@@ -506,7 +428,7 @@ static void loop(struct ubroker *ub)
 			}
 		r = poll(pfd, n, left_ms > 1000 ? 1000 : (int)left_ms);
 		if (r < 0 && errno != EINTR) {
-			set_error(ub, CTX_E_SystemError, "broker: poll failed");
+			runlog_error(ub->res, CTX_E_SystemError, "broker: poll failed");
 			break;
 		}
 		for (nfds_t i = 0; i < n && !ub->done; i++)
@@ -540,22 +462,22 @@ enum ctx_error_kind ctx_run_user(const struct ctx_program *prog, const struct ru
 	for (uint32_t i = 0; i < prog->nprocs; i++)
 		if ((prog->procs[i].flags & PROC_KERNEL_EXPORT) &&
 		    ctxvm_core_add_kernel_proc(&ub->core, prog->procs[i].digest) != CTXVM_B_OK) {
-			set_error(ub, CTX_E_SystemError, "the kernel exports too many procedures");
+			runlog_error(ub->res, CTX_E_SystemError, "the kernel exports too many procedures");
 			goto out_free;
 		}
 	if (forkserver_start(&ub->fs, prog, opts, err, sizeof(err)) < 0) {
-		set_error(ub, CTX_E_SystemError, err);
+		runlog_error(ub->res, CTX_E_SystemError, err);
 		goto out_free;
 	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		set_error(ub, CTX_E_SystemError, "socketpair failed");
+		runlog_error(ub->res, CTX_E_SystemError, "socketpair failed");
 		goto out_stop;
 	}
 	ub->slots[0].pid = forkserver_spawn(&ub->fs, sv[1], opts->gas);
 	close(sv[1]);
 	if (ub->slots[0].pid <= 0) {
 		close(sv[0]);
-		set_error(ub, CTX_E_SystemError, "could not start context 0");
+		runlog_error(ub->res, CTX_E_SystemError, "could not start context 0");
 		goto out_stop;
 	}
 	ub->slots[0].fd = sv[0];

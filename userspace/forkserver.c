@@ -31,7 +31,7 @@ struct fs_request {
 };
 
 struct fs_reply {
-	int64_t value;          /* pid, or wait status */
+	int64_t value;          /* pid (-errno if fork failed), or wait status */
 	uint64_t cpu_ns;
 };
 
@@ -127,7 +127,7 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 				}
 				ctxproc_main(prog, &child_opts, SANDBOX_ENDPOINT_FD);
 			}
-			rep.value = pid;
+			rep.value = pid < 0 ? -errno : pid;   /* the cause, for the runner */
 		} else if (req.op == FS_REAP) {
 			struct rusage ru;
 			int status = 0;
@@ -209,6 +209,10 @@ pid_t forkserver_spawn(struct forkserver *fs, int endpoint, uint64_t gas_limit)
 
 	if (transact(fs, &req, endpoint, &rep) < 0)
 		return -1;
+	if (rep.value < 0) {
+		errno = (int)-rep.value;
+		return -1;
+	}
 	return (pid_t)rep.value;
 }
 
