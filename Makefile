@@ -27,7 +27,10 @@ WARN     := -Wall -Wextra -Werror
 CSTD     := -std=c11 -D_GNU_SOURCE
 INCLUDES := -Ishared -Iuserspace
 OPT      ?= -O2 -g
-LIBS     := $(shell pkg-config --libs libsodium 2>/dev/null || echo -lsodium) -lseccomp -lcap
+# -z now: symbols are bound once in the runner, not again by every context
+# process (lazy binding wrote the GOT and walked symbol tables in each).
+LIBS     := $(shell pkg-config --libs libsodium 2>/dev/null || echo -lsodium) -lseccomp -lcap \
+	    -Wl,-z,now
 CFLAGS_ALL = $(CSTD) $(OPT) $(WARN) $(INCLUDES) -MMD -MP $(EXTRA_CFLAGS)
 # The 6.1 kselftest harness has unused parameters in its own macros.
 TEST_CFLAGS = $(CFLAGS_ALL) -Wno-unused-parameter -I$(KSFT_DIR)

@@ -4,6 +4,7 @@
  * SOCK_SEQPACKET pair; a spawn carries the endpoint with SCM_RIGHTS.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -97,6 +98,11 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 		fprintf(stderr, "ctxvm: fork server: %s\n", err);
 		_exit(SETUP_FAILED_EXIT);
 	}
+	/*
+	 * Merge the free chunks now, once: otherwise every child's first
+	 * malloc consolidates them itself, writing (and copying) heap pages.
+	 */
+	malloc_trim(0);
 	as_base = vm_size_bytes();
 	for (;;) {
 		struct fs_request req = { 0 };
