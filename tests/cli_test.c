@@ -295,6 +295,49 @@ TEST_F(cli, loops_that_cost_nothing_do_not_spin)
 	free(path);
 }
 
+TEST_F(cli, pool_is_validated_and_documented)
+{
+	RUN(&self->o, "run", "--help");
+	EXPECT_NE(NULL, strstr(self->o.out, "--pool N"));
+	RUN(&self->o, "run", self->prog, "--backend", "user", "--pool", "65");
+	EXPECT_EQ(2, self->o.status);
+	EXPECT_NE(NULL, strstr(self->o.err, "--pool"));
+	RUN(&self->o, "run", self->prog, "--backend", "user", "--pool", "-1");
+	EXPECT_EQ(2, self->o.status);
+	RUN(&self->o, "run", self->prog, "--backend", "user", "--pool", "two");
+	EXPECT_EQ(2, self->o.status);
+	RUN(&self->o, "run", self->prog, "--backend", "user", "--pool");
+	EXPECT_EQ(2, self->o.status);
+}
+
+/* Pre-forked or not, a run's result is the same, failures included. */
+TEST_F(cli, pool_does_not_change_results)
+{
+	static const char src[] =
+		"proc.f\n  push.1 add\nend\n"
+		"proc.boom\n  push.0 assert\nend\n"
+		"begin\n  repeat.10\n    call.f\n  end\n"
+		"  push.100000 delegatecall.boom drop\n"     /* a guarded failure */
+		"  repeat.3\n    call.f\n  end\nend\n";
+	static const char *const pools[] = { "0", "1", "4", "64" };
+	char *path = write_temp(src, strlen(src));
+	char first[512] = "";
+
+	for (size_t i = 0; i < sizeof(pools) / sizeof(pools[0]); i++) {
+		RUN(&self->o, "run", path, "--backend", "user", "--pool", pools[i], "--json");
+		EXPECT_EQ(0, self->o.status);
+		EXPECT_NE(NULL, strstr(self->o.out, "\"contexts\":15"));
+		if (!i)
+			snprintf(first, sizeof(first), "%.500s", self->o.out);
+		EXPECT_STREQ(first, self->o.out);
+	}
+	RUN(&self->o, "run", path, "--backend", "inproc", "--json");
+	/* The same up to "backend". */
+	EXPECT_EQ(0, strncmp(first, self->o.out, (size_t)(strstr(first, "backend") - first)));
+	unlink(path);
+	free(path);
+}
+
 TEST_F(cli, asm_prints_digests)
 {
 	RUN(&self->o, "asm", self->prog);

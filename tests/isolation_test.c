@@ -5,19 +5,29 @@
  * context that makes a forbidden syscall, crashes, lies to the broker or
  * hangs fails alone; and no run leaves a process or an fd behind.
  *
+ * Every case runs twice on the user backend: with every context process
+ * forked when it is called (`fresh`) and with a pool of pre-forked ones
+ * (`pooled`, --pool 4), whose per-call CPU budget the broker enforces from
+ * outside.  The pool needs a second CPU; on one, `pooled` runs fresh too.
+ *
  * CTXVM_ISOLATION_BACKEND=kmod runs the same attacks on the `kmod` backend
- * (in the test VM, where ctxvm.ko is loaded).
+ * (in the test VM, where ctxvm.ko is loaded); it has no pool, so there the
+ * `pooled` cases run fresh a second time (the VM counts a skip as a failure).
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "asm.h"
@@ -64,16 +74,26 @@ static bool has_children(void)
 	return !(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
 }
 
+static bool on_kmod(void)
+{
+	const char *want = getenv("CTXVM_ISOLATION_BACKEND");
+
+	return want && !strcmp(want, "kmod");
+}
+
+/* The variant's --pool, for every run of the current case. */
+static unsigned test_pool;
+
 /* The backend under attack: user, or kmod when CTXVM_ISOLATION_BACKEND says so. */
 static enum ctx_error_kind run_backend(const struct ctx_program *prog,
 				       const struct run_options *opts, struct run_result *res)
 {
-	const char *want = getenv("CTXVM_ISOLATION_BACKEND");
+	struct ctx_user_options uopts = { .pool = test_pool };
 	enum ctx_error_kind err;
 	int dev;
 
-	if (!want || strcmp(want, "kmod"))
-		return ctx_run_user(prog, opts, res);
+	if (!on_kmod())
+		return ctx_run_user_with(prog, opts, &uopts, res);
 	dev = ctx_kmod_open();
 	if (dev < 0) {
 		fprintf(stderr, "# /dev/ctxvm: %s\n", strerror(errno));
@@ -112,9 +132,22 @@ FIXTURE(iso) {
 	int fds_before;
 };
 
+FIXTURE_VARIANT(iso) {
+	unsigned pool;
+};
+
+FIXTURE_VARIANT_ADD(iso, fresh) {
+	.pool = 0,
+};
+
+FIXTURE_VARIANT_ADD(iso, pooled) {
+	.pool = 4,
+};
+
 FIXTURE_SETUP(iso)
 {
 	ctx_test = (struct ctx_test_switches){ .attack_syscall = -1 };
+	test_pool = variant->pool;
 	self->fds_before = count_fds();
 	memset(&self->res, 0, sizeof(self->res));
 }
@@ -219,6 +252,89 @@ TEST_F(iso, endpoint_return_twice_is_refused)
 	EXPECT_EQ((int)CTX_OK, (int)run_src(CALL_P, 1 << 20, 1 << 24, &self->res));
 }
 
+/* Twelve calls and a delegatecall: thirteen callees, each its own process. */
+static const char MANY_CALLS[] =
+	"proc.p\n  push.1 drop\nend\n"
+	"begin\n  repeat.12\n    call.p\n  end\n"
+	"  push.7 push.100000 delegatecall.p drop drop\nend\n";
+
+static bool has_two_cpus(void)
+{
+	cpu_set_t set;
+
+	return sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) >= 2;
+}
+
+TEST_F(iso, every_context_has_a_process_of_its_own)
+{
+	unsigned pooled = 0;
+
+	ASSERT_EQ((int)CTX_OK, (int)run_src(MANY_CALLS, 1 << 24, 1 << 24, &self->res));
+	EXPECT_EQ(14u, self->res.contexts);
+	if (on_kmod())
+		return;         /* the record below is the embedded broker's */
+	/* One process per context, the root's included; none served two. */
+	ASSERT_EQ(self->res.contexts, (uint64_t)ctx_user_test_nserved);
+	for (unsigned i = 0; i < ctx_user_test_nserved; i++) {
+		EXPECT_GT(ctx_user_test_served[i].pid, 0);
+		pooled += ctx_user_test_served[i].pooled;
+		for (unsigned j = 0; j < i; j++)
+			EXPECT_NE(ctx_user_test_served[i].pid, ctx_user_test_served[j].pid);
+	}
+	if (!variant->pool || !has_two_cpus()) {
+		EXPECT_EQ(0u, pooled);
+	} else {
+		EXPECT_LT(0u, pooled);  /* the pool was used: this case tested it */
+	}
+	EXPECT_GE(self->res.contexts - 1, (uint64_t)pooled);    /* never the root */
+}
+
+/*
+ * A delegatecall gets far less gas than the run: its process must be
+ * stopped at its own CPU budget (120 ms here), not the run's (21 s).  A
+ * pooled process was locked down with the run's; the broker holds it to
+ * the call's from outside.
+ */
+TEST_F(iso, a_delegatecall_is_held_to_its_own_cpu_budget)
+{
+	static const char src[] =
+		"proc.spin\n  push.1\n  while.true\n    push.1\n  end\nend\n"
+		"begin\n  push.7 push.1000000 delegatecall.spin\n  movup.2 drop movup.2 drop\nend\n";
+	struct timespec t0, t1;
+
+	ctx_test.no_gas_count = true;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ASSERT_EQ((int)CTX_OK, (int)run_src(src, 1ull << 30, 1 << 24, &self->res));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	EXPECT_EQ(0u, self->res.stack[0]);      /* the guarded failure */
+	EXPECT_EQ(7u, self->res.stack[1]);
+	EXPECT_LT((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, 10.0);
+}
+
+/* A context process that cannot be started says why, not just that. */
+TEST_F(iso, a_failed_start_names_its_cause)
+{
+	struct rlimit old, low;
+	int fd, free_fds = 0;
+
+	if (on_kmod())
+		return;         /* the message checked is the embedded broker's */
+	ASSERT_EQ(0, getrlimit(RLIMIT_NOFILE, &old));
+	/*
+	 * Four free fd numbers: the fork server's two socket pairs, then its
+	 * two ends and the root's endpoint stay; a call's pair does not fit.
+	 */
+	for (fd = 0; free_fds < 4; fd++)
+		free_fds += fcntl(fd, F_GETFD) < 0 && errno == EBADF;
+	low = (struct rlimit){ (rlim_t)fd, old.rlim_max };
+	ASSERT_EQ(0, setrlimit(RLIMIT_NOFILE, &low));
+	run_src(CALL_P, 1 << 20, 1 << 24, &self->res);
+	ASSERT_EQ(0, setrlimit(RLIMIT_NOFILE, &old));
+	EXPECT_EQ((int)CTX_E_SystemError, (int)self->res.error);
+	EXPECT_NE(NULL, strstr(self->res.message, "could not start a context process: "));
+	EXPECT_NE(NULL, strstr(self->res.message, strerror(EMFILE)));
+}
+
 /*
  * The root's secret input, stored in the root's memory, must not be
  * anywhere a called context can read: every readable byte of the callee is
@@ -317,7 +433,11 @@ struct killer {
 	pid_t victim;
 };
 
-/* Waits until a second context (the callee) exists, then SIGKILLs it. */
+/*
+ * Waits until a second context (the callee) exists, then SIGKILLs it.  The
+ * user backend names it (a pool holds other processes that are no
+ * context yet); on kmod it is the newest process of the fork server.
+ */
 static void *kill_callee(void *arg)
 {
 	struct killer *k = arg;
@@ -327,6 +447,10 @@ static void *kill_callee(void *arg)
 		pid_t p;
 
 		usleep(10000);
+		if (!on_kmod()) {
+			k->victim = ctx_user_test_callee;
+			continue;
+		}
 		p = newest_context(&n);
 		/* context 0 comes first; the callee is the second */
 		if (n >= 2)

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sched.h>
+#include <sys/capability.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctxvm_uapi.h"
 #include "sandbox.h"
 #include "kselftest_harness.h"
 
@@ -44,6 +47,9 @@ static void say(const char *s)
 	(void)r;
 }
 
+/* The filter run_locked loads: with the /dev/ctxvm context-fd ioctls, or for a socket. */
+static bool kmod_filter;
+
 /* Forks, locks the child down, runs fn in it, collects what happened. */
 static int run_locked(child_fn fn, uint64_t cpu_ns, uint64_t as_bytes, struct child_result *res)
 {
@@ -56,7 +62,7 @@ static int run_locked(child_fn fn, uint64_t cpu_ns, uint64_t as_bytes, struct ch
 	char buf[256];
 
 	memset(res, 0, sizeof(*res));
-	if (sandbox_filter_build(&filter, err, sizeof(err)) < 0)
+	if (sandbox_filter_build(&filter, kmod_filter, err, sizeof(err)) < 0)
 		return -1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -1;
@@ -117,6 +123,89 @@ TEST(execve_is_a_named_violation) { EXPECT_VIOLATION(do_execve, "execve"); }
 TEST(prctl_is_a_named_violation) { EXPECT_VIOLATION(do_prctl, "prctl"); }
 TEST(setuid_is_a_named_violation) { EXPECT_VIOLATION(do_setuid, "setuid"); }
 TEST(unknown_syscall_is_a_violation) { EXPECT_VIOLATION(do_unknown, "syscall 999"); }
+
+static void do_context_ioctl(void)
+{
+	struct ctxvm_msg m = { 0 };
+	long r = syscall(SYS_ioctl, SANDBOX_ENDPOINT_FD, CTXVM_CTX_WAIT, &m);
+
+	say(r < 0 && errno == ENOTTY ? "enotty" : "other");
+}
+
+/* A socket endpoint needs no ioctl: the user backend's filter has none. */
+TEST(context_ioctl_on_a_socket_endpoint_is_a_violation)
+{
+	kmod_filter = false;
+	EXPECT_VIOLATION(do_context_ioctl, "ioctl");
+}
+
+/* The kmod backend's filter lets it through (the socket here answers ENOTTY). */
+TEST(context_ioctl_passes_the_kmod_filter)
+{
+	struct child_result r;
+
+	kmod_filter = true;
+	ASSERT_EQ(0, run_locked(do_context_ioctl, 1000000000ull, 0, &r));
+	kmod_filter = false;
+	EXPECT_TRUE(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0);
+	EXPECT_STREQ("", r.syscall);
+	EXPECT_STREQ("enotty", r.said);
+}
+
+/*
+ * The fork server drops everything once; its children inherit it instead of
+ * dropping it again (privileges_dropped).  Checked in such a child, as the
+ * sandbox then leaves it.
+ */
+TEST(dropped_privileges_are_inherited)
+{
+	int p[2];
+	char said[64] = "";
+	pid_t mid;
+	ssize_t n;
+
+	ASSERT_EQ(0, pipe(p));
+	mid = fork();
+	if (mid == 0) {
+		char err[256];
+		pid_t child;
+
+		close(p[0]);
+		if (unshare(CLONE_NEWUSER) < 0 && errno != EPERM && errno != EINVAL)
+			_exit(100);
+		if (sandbox_drop_privileges(err, sizeof(err)) < 0)
+			_exit(101);
+		child = fork();
+		if (child == 0) {
+			struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+			struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+			const char *verdict = "none left";
+			bool any = false;
+
+			if (capget(&hdr, d) < 0)
+				verdict = "capget failed";
+			for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++)
+				any |= d[i].effective || d[i].permitted || d[i].inheritable;
+			for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+				any |= prctl(PR_CAPBSET_READ, cap, 0, 0, 0) > 0 ||
+				       prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap, 0, 0) > 0;
+			if (any)
+				verdict = "capabilities left";
+			else if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
+				verdict = "no no_new_privs";
+			(void)write(p[1], verdict, strlen(verdict));
+			_exit(0);
+		}
+		waitpid(child, NULL, 0);
+		_exit(0);
+	}
+	close(p[1]);
+	n = read(p[0], said, sizeof(said) - 1);
+	close(p[0]);
+	waitpid(mid, NULL, 0);
+	said[n > 0 ? n : 0] = '\0';
+	EXPECT_STREQ("none left", said);
+}
 
 static void do_clone3(void)
 {
@@ -229,7 +318,7 @@ TEST(child_dies_with_its_parent)
 	bool alive;
 	struct pollfd pfd;
 
-	ASSERT_EQ(0, sandbox_filter_build(&filter, err, sizeof(err)));
+	ASSERT_EQ(0, sandbox_filter_build(&filter, false, err, sizeof(err)));
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv));
 	ASSERT_EQ(0, pipe(hold));
 	mid = fork();

@@ -22,19 +22,36 @@ awk -v g="$gas" -v us="$vm_us" -v n="$native_s" -v top="$top" -v nv="$native_val
 	printf "ratio ctxvm/native: %.2fx (target <= 5x); same result: %s\n", s / n, (top == nv ? "yes" : "NO");
 }'
 
-echo "== contexts: call + return of an empty procedure, 1000 calls (best of 3)"
+echo "== contexts: call + return of an empty procedure"
 floor=$($B/bench/floor)
 few=$(echo "$floor" | awk '/fork_exit_wait_us/ {print $2}')
 pipe=$(echo "$floor" | awk '/pipe_roundtrip_us/ {print $2}')
-# Per call = (1000 calls - the empty program) / 1000: start-up is not a call.
+ncpu=$(nproc)
+# Per call = (1000 calls - the empty program) / 1000, best of 5: start-up is
+# not a call.  $1 = CPUs the runner may use, then ctxvm's options.
 per_call() {
-	local full empty
-	full=$(for i in 1 2 3 4 5; do wall taskset -c 0 $B/ctxvm run tests/bench/call.masm --backend "$1"; done | best)
-	empty=$(for i in 1 2 3 4 5; do wall taskset -c 0 $B/ctxvm run tests/bench/empty.masm --backend "$1"; done | best)
+	local cpus=$1 full empty
+	shift
+	full=$(for i in 1 2 3 4 5; do wall taskset -c "$cpus" $B/ctxvm run tests/bench/call.masm "$@"; done | best)
+	empty=$(for i in 1 2 3 4 5; do wall taskset -c "$cpus" $B/ctxvm run tests/bench/empty.masm "$@"; done | best)
 	echo $((full - empty))
 }
-user_us=$(per_call user)
-inproc_us=$(per_call inproc)
+# With a ready pool: (a16 - a0) / 16 from the --trace tree of
+# tests/bench/latency.masm, per round; prints "median best" in us.
+ready_call() {
+	taskset -c 0,1 $B/ctxvm run tests/bench/latency.masm --backend user --pool 32 --trace 2>&1 >/dev/null |
+		awk '/ call a0 / { for (i = 1; i <= NF; i++) if ($i == "ms,") a0 = $(i - 1) }
+		     / call a16 / { for (i = 1; i <= NF; i++) if ($i == "ms,") print ($(i - 1) - a0) * 1000 / 16 }' |
+		sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.1f %.1f\n", v[int((NR + 1) / 2)], v[1] }'
+}
+fresh_us=$(per_call 0 --backend user --pool 0)
+inproc_us=$(per_call 0 --backend inproc)
+pooled_us=""
+ready=""
+if [ "$ncpu" -ge 2 ]; then
+	pooled_us=$(per_call 0,1 --backend user --pool 4)
+	ready=$(ready_call)
+fi
 bwrap_us=""
 if command -v bwrap >/dev/null; then
 	t0=$(date +%s%N)
@@ -42,12 +59,22 @@ if command -v bwrap >/dev/null; then
 	t1=$(date +%s%N)
 	bwrap_us=$(( (t1 - t0) / 100000 ))
 fi
-awk -v u="$user_us" -v ip="$inproc_us" -v f="$few" -v p="$pipe" -v bw="$bwrap_us" 'BEGIN {
-	uc = u / 1000; ic = ip / 1000;
-	printf "user backend:  %.1f us per call + return (a fresh sandboxed process each)\n", uc;
-	printf "inproc:        %.1f us per call\n", ic;
-	printf "fork+exit+wait: %.1f us; pipe round trip: %.1f us (one CPU)\n", f, p;
-	printf "ratio user call / fork+exit+wait: %.2fx (target <= 1.5x)\n", uc / f;
-	if (bw != "") printf "bwrap /bin/true: %.1f us per spawn; ratio user call / bwrap: %.2fx\n", bw, uc / bw;
+awk -v u="$fresh_us" -v ip="$inproc_us" -v pl="$pooled_us" -v rd="$ready" -v f="$few" -v p="$pipe" \
+    -v bw="$bwrap_us" 'BEGIN {
+	uc = u / 1000;
+	printf "user, fresh process:     %7.1f us per call + return (--pool 0, one CPU: fork, lock down, run, exit)\n", uc;
+	if (pl != "") {
+		split(rd, r, " ");
+		printf "user, pooled, back to back: %4.1f us (--pool 4, two CPUs: the pool refills beside the session)\n", pl / 1000;
+		printf "user, pooled, one ready: %7.1f us median, %.1f best (--pool 32, two CPUs; timed in the broker)\n", r[1], r[2];
+	} else {
+		print "user, pooled:            not measured (one CPU: the pool needs a second)";
+	}
+	printf "inproc:                  %7.1f us per call (one process, UNISOLATED)\n", ip / 1000;
+	printf "fork+exit+wait:          %7.1f us; pipe round trip: %.1f us (one CPU)\n", f, p;
+	if (bw != "") printf "bwrap /bin/true:         %7.1f us per spawn\n", bw;
 	else print "bwrap: not installed (tools/install-deps.sh bench)";
+	printf "ratio fresh call / fork+exit+wait: %.2fx (target <= 1.5x)\n", uc / f;
+	if (pl != "") printf "ratio pooled call, one ready / pipe round trip: %.1fx (target <= 3x)\n", r[1] / p;
+	if (bw != "") printf "ratio fresh call / bwrap: %.2fx\n", uc / bw;
 }'

@@ -8,6 +8,16 @@
  * Only one context runs at a time; the others wait in their own CALL.  The
  * loop still polls every endpoint, so a waiting process that dies (killed
  * from outside) is noticed at once.
+ *
+ * With a pool (--pool N), the fork server keeps N processes forked and
+ * locked down ahead of time on a CPU beside the session's, each waiting on
+ * its own endpoint; a call takes the oldest, and a replacement is asked for
+ * once the call's RUN is out.  Each serves one context and dies like any
+ * other (its exit, too, off the session's CPU).  A pooled process was
+ * locked down before its gas was known, so it carries the run's ceiling
+ * (the root's CPU budget, as its own timer and RLIMIT_CPU) and the broker
+ * holds it to its call's budget from outside: it reads the process's CPU
+ * clock when that budget can first have run out, and SIGKILLs it past it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../shared/broker.h"
@@ -32,10 +43,28 @@
 
 struct slot {
 	int fd;                 /* -1: free */
-	pid_t pid;
+	pid_t pid;              /* 0: the fork server has not said yet (tag) */
+	uint64_t tag;
 	bool violation;         /* it reported a blocked syscall */
 	uint64_t violation_nr;
+	int spawn_errno;        /* its fork failed, for this reason */
+	bool pooled;
+	bool watched;           /* pooled and alive: the broker enforces its budget */
+	uint64_t budget_ns;
+	uint64_t check_ns;      /* wall time at which the budget can first be spent */
 };
+
+/* A pre-forked process waiting for its first (and only) RUN. */
+struct pooled {
+	int fd;                 /* -1: its fork failed */
+	pid_t pid;              /* 0 until the fork server says */
+	uint64_t tag;
+};
+
+/* A CPU clock check this early costs nothing but an extra look. */
+#define WATCH_MARGIN_NS 1000000ull
+/* Past the budget by more than rusage's rounding, so the death reads as OutOfGas. */
+#define WATCH_SLACK_NS 100000ull
 
 struct ubroker {
 	const struct ctx_program *prog;
@@ -48,6 +77,11 @@ struct ubroker {
 	uint32_t proc[CTX_CALL_DEPTH_LIMIT];
 	long trace_node[CTX_CALL_DEPTH_LIMIT];
 	struct slot slots[NSLOTS];
+	unsigned hi;            /* slots [hi, NSLOTS) are free */
+	unsigned pool_size;
+	struct pooled pool[CTX_USER_POOL_MAX];  /* a ring, oldest at pool_head */
+	unsigned pool_head, pool_count;
+	uint64_t next_tag;
 	bool done;
 	enum ctx_error_kind result;
 	uint64_t deadline_ns;
@@ -77,17 +111,165 @@ static void send_msg(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg 
 		(void)send(s->fd, m, sizeof(*m), MSG_NOSIGNAL);
 }
 
+#ifdef CTXVM_TESTING
+struct ctx_user_served ctx_user_test_served[CTX_USER_TEST_SERVED_MAX];
+unsigned ctx_user_test_nserved;
+volatile pid_t ctx_user_test_callee;
+#endif
+
+/* A pid the fork server reported goes to the pool entry or slot that waits for it. */
+static void take_spawned(struct ubroker *ub, const struct fs_spawned *sp)
+{
+	pid_t pid = sp->pid > 0 ? (pid_t)sp->pid : -1;
+
+	for (unsigned i = 0; i < ub->pool_count; i++) {
+		struct pooled *p = &ub->pool[(ub->pool_head + i) % CTX_USER_POOL_MAX];
+
+		if (p->tag != sp->tag)
+			continue;
+		p->pid = pid;
+		if (pid < 0 && p->fd >= 0) {
+			close(p->fd);   /* its fork failed: take_pooled skips it */
+			p->fd = -1;
+		}
+		return;
+	}
+	for (unsigned i = 0; i < ub->hi; i++)
+		if (ub->slots[i].fd >= 0 && ub->slots[i].pid == 0 && ub->slots[i].tag == sp->tag) {
+			ub->slots[i].pid = pid;
+			if (pid < 0)
+				ub->slots[i].spawn_errno = (int)-sp->pid;
+			return;
+		}
+}
+
+static void drain_spawned(struct ubroker *ub)
+{
+	struct fs_spawned sp;
+
+	while (forkserver_next_spawned(&ub->fs, &sp, false) == 1)
+		take_spawned(ub, &sp);
+}
+
+/* The pid of a slot's process; a pooled one's may still be on its way. -1: none. */
+static pid_t slot_pid(struct ubroker *ub, struct slot *s)
+{
+	while (s->pid == 0) {
+		struct fs_spawned sp;
+
+		if (forkserver_next_spawned(&ub->fs, &sp, true) != 1)
+			s->pid = -1;
+		else
+			take_spawned(ub, &sp);
+	}
+	return s->pid;
+}
+
+/*
+ * Close the endpoint and end the process.  With `how`, wait for it and say
+ * how it ended; without, SIGKILL it and leave the reaping to the fork
+ * server's next request: nothing waits for an exit on the path of a call.
+ */
 static void release_slot(struct ubroker *ub, uint64_t owner, struct reaped *how)
 {
 	struct slot *s = &ub->slots[owner];
-	struct reaped dummy;
+	pid_t pid;
 
 	if (s->fd < 0)
 		return;
+	pid = slot_pid(ub, s);  /* while the slot is live, so a late pid still finds it */
+	/* Before the close: EOF wakes it, and it exits where it is then allowed to run. */
+	if (!how && pid > 0)
+		forkserver_place(&ub->fs, pid, false);
 	close(s->fd);
 	s->fd = -1;
-	if (forkserver_reap(&ub->fs, s->pid, how ? how : &dummy) < 0 && how)
+	s->watched = false;
+#ifdef CTXVM_TESTING
+	if (ctx_user_test_nserved < CTX_USER_TEST_SERVED_MAX)
+		ctx_user_test_served[ctx_user_test_nserved++] =
+			(struct ctx_user_served){ .pid = pid, .pooled = s->pooled };
+#endif
+	if (how && (pid <= 0 || forkserver_reap(&ub->fs, pid, how) < 0))
 		how->status = -1;
+	else if (!how && pid > 0)
+		forkserver_release(&ub->fs, pid);
+	while (ub->hi > 0 && ub->slots[ub->hi - 1].fd < 0)
+		ub->hi--;
+}
+
+/*
+ * A pooled process's call budget, read from its CPU clock.  It has one
+ * thread (the filter forbids clone), so its CPU time cannot grow faster than
+ * wall time: until check_ns it cannot have spent the budget.
+ */
+static void watch(struct ubroker *ub, struct slot *s)
+{
+	struct timespec ts;
+	clockid_t clk;
+	pid_t pid = slot_pid(ub, s);
+	uint64_t used;
+
+	if (pid <= 0 || clock_getcpuclockid(pid, &clk) != 0 || clock_gettime(clk, &ts) != 0) {
+		s->watched = false;     /* gone: its EOF is on the way */
+		return;
+	}
+	used = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (used >= s->budget_ns + WATCH_SLACK_NS) {
+		kill(pid, SIGKILL);     /* unreaped until released: the pid is still this process */
+		s->watched = false;
+		return;
+	}
+	s->check_ns = now_ns() + (s->budget_ns - used) + WATCH_SLACK_NS;
+}
+
+/* The oldest pooled process, or false if the pool is empty. */
+static bool take_pooled(struct ubroker *ub, struct slot *s, uint64_t gas_limit)
+{
+	while (ub->pool_count) {
+		struct pooled p = ub->pool[ub->pool_head];
+
+		ub->pool_head = (ub->pool_head + 1) % CTX_USER_POOL_MAX;
+		ub->pool_count--;
+		if (p.fd < 0)
+			continue;
+		s->fd = p.fd;
+		s->pid = p.pid;
+		s->tag = p.tag;
+		s->pooled = true;
+		/* Where it is woken: the RUN must not cross CPUs. */
+		if (ub->fs.server_cpu != ub->fs.cpu && slot_pid(ub, s) > 0)
+			forkserver_place(&ub->fs, s->pid, true);
+		s->watched = true;
+		s->budget_ns = sandbox_cpu_budget_ns(gas_limit);
+		s->check_ns = s->budget_ns > UINT64_MAX / 2 ? UINT64_MAX
+			      : now_ns() + s->budget_ns - WATCH_MARGIN_NS;
+		return true;
+	}
+	return false;
+}
+
+/* Top the pool up; called once a reply is sent, off the path of the call. */
+static void pool_refill(struct ubroker *ub)
+{
+	if (!ub->pool_size)
+		return;
+	drain_spawned(ub);      /* so the fork server never waits on a full socket */
+	while (ub->pool_count < ub->pool_size) {
+		struct pooled *p = &ub->pool[(ub->pool_head + ub->pool_count) % CTX_USER_POOL_MAX];
+		int sv[2];
+
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+			return;         /* calls fork fresh processes meanwhile */
+		*p = (struct pooled){ .fd = sv[0], .tag = ++ub->next_tag };
+		/* The run's ceiling: no call of this run gets more gas than the root. */
+		if (forkserver_spawn_async(&ub->fs, sv[1], ub->opts->gas, p->tag, true) < 0) {
+			close(sv[0]);
+			close(sv[1]);
+			return;
+		}
+		close(sv[1]);
+		ub->pool_count++;
+	}
 }
 
 static int64_t new_slot(struct ubroker *ub, uint64_t gas_limit)
@@ -99,18 +281,40 @@ static int64_t new_slot(struct ubroker *ub, uint64_t gas_limit)
 
 		if (s->fd >= 0)
 			continue;
-		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-			return -1;
-		s->pid = forkserver_spawn(&ub->fs, sv[1], gas_limit);
-		close(sv[1]);
-		if (s->pid <= 0) {
-			close(sv[0]);
-			return -1;
+		*s = (struct slot){ .fd = -1 };
+		if (i >= ub->hi)
+			ub->hi = (unsigned)i + 1;       /* first: a pid that comes in must find it */
+		if (!take_pooled(ub, s, gas_limit)) {
+			/*
+			 * A fresh process, without waiting for the fork: the RUN
+			 * waits in the socket until it is locked down, and its pid
+			 * comes on the fork server's note when it is needed.
+			 */
+			if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+				goto fail;
+			drain_spawned(ub);
+			s->tag = ++ub->next_tag;
+			if (forkserver_spawn_async(&ub->fs, sv[1], gas_limit, s->tag, false) < 0) {
+				int e = errno;
+
+				close(sv[0]);
+				close(sv[1]);
+				errno = e;
+				goto fail;
+			}
+			close(sv[1]);
+			s->fd = sv[0];
 		}
-		s->fd = sv[0];
-		s->violation = false;
+#ifdef CTXVM_TESTING
+		ctx_user_test_callee = slot_pid(ub, s);        /* test build: waits for the pid */
+#endif
 		return (int64_t)i;
+fail:
+		while (ub->hi > 0 && ub->slots[ub->hi - 1].fd < 0)
+			ub->hi--;
+		return -1;
 	}
+	errno = EMFILE;
 	return -1;
 }
 
@@ -162,6 +366,7 @@ static void unwind_failure(struct ubroker *ub, uint64_t owner, bool died, uint64
 	send_msg(ub, u.resume_owner, &(struct ctxvm_msg){
 		.type = CTXVM_MSG_RESULT, .status = CTXVM_RESULT_GUARD_FAILED, .gas = u.gas_used });
 	runlog_clear_error(ub->res);    /* caught: the run goes on */
+	pool_refill(ub);
 }
 
 static void fail_frame(struct ubroker *ub, uint64_t owner, enum ctx_error_kind kind,
@@ -186,12 +391,13 @@ static void context_died(struct ubroker *ub, uint64_t owner, const char *why)
 	for (i = 0; i < ub->core.depth; i++)
 		if (ub->frames[i].owner == owner)
 			break;
-	if (owner == 0) {
-		close(s->fd);
-		s->fd = -1;
-		forkserver_reap(&ub->fs, s->pid, &how);
-	} else {
-		release_slot(ub, owner, &how);
+	release_slot(ub, owner, &how);
+	if (s->spawn_errno) {
+		snprintf(msg, sizeof(msg), "broker: could not start a context process: %s",
+			 strerror(s->spawn_errno));
+		runlog_error(ub->res, CTX_E_SystemError, msg);
+		ub->done = true;
+		return;
 	}
 	kind = runlog_death(&how, violation, nr, i < ub->core.depth ? ub->frames[i].gas_limit : 0,
 			    why, msg, sizeof(msg));
@@ -267,6 +473,9 @@ static void on_call(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *
 	if (st == CTXVM_B_OK) {
 		start_frame(ub, &g, (uint32_t)m->kind, (uint32_t)m->proc, (uint32_t)m->pc,
 			    (uint32_t)m->budget, m->window);
+		/* The RUN is out; a server with a CPU of its own refills while it runs. */
+		if (ub->fs.server_cpu != ub->fs.cpu)
+			pool_refill(ub);
 		return;
 	}
 	if (slot > 0)
@@ -313,8 +522,6 @@ static void on_return(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg
 		return;
 	}
 	trace_close(ub, idx, m->gas, CTX_OK);
-	if (owner != 0)
-		release_slot(ub, owner, NULL);
 	if (u.popped_guarded)
 		send_msg(ub, 0, &(struct ctxvm_msg){
 			.type = CTXVM_MSG_GUARD_END, .status = 0, .fmp = u.fmp0_restore });
@@ -324,6 +531,14 @@ static void on_return(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg
 		memcpy(r.window, m->window, sizeof(r.window));
 		send_msg(ub, u.resume_owner, &r);
 	}
+	/*
+	 * The reply is out: the caller is not kept waiting for what follows.
+	 * The callee waits in its endpoint for this (ctxproc.c), so its exit
+	 * happens where release_slot puts it.
+	 */
+	if (owner != 0)
+		release_slot(ub, owner, NULL);
+	pool_refill(ub);
 }
 
 static void on_message(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *m)
@@ -409,39 +624,55 @@ static void loop(struct ubroker *ub)
 	uint64_t owners[NSLOTS];
 
 	while (!ub->done) {
+		uint64_t now = now_ns(), wake = ub->deadline_ns;
 		nfds_t n = 0;
-		int64_t left_ms = (int64_t)(ub->deadline_ns - now_ns()) / 1000000;
 		int r;
 
-		if (left_ms <= 0) {
-			char msg[128];
-
-			snprintf(msg, sizeof(msg), "the run passed its wall-clock limit (--timeout)");
-			runlog_error(ub->res, CTX_E_SystemError, msg);
+		if (now >= ub->deadline_ns) {
+			runlog_error(ub->res, CTX_E_SystemError,
+				     "the run passed its wall-clock limit (--timeout)");
 			ub->done = true;
 			break;
 		}
-		for (uint64_t i = 0; i < NSLOTS; i++)
-			if (ub->slots[i].fd >= 0) {
-				pfd[n] = (struct pollfd){ .fd = ub->slots[i].fd, .events = POLLIN };
-				owners[n++] = i;
-			}
-		r = poll(pfd, n, left_ms > 1000 ? 1000 : (int)left_ms);
+		for (uint64_t i = 0; i < ub->hi; i++) {
+			struct slot *s = &ub->slots[i];
+
+			if (s->fd < 0)
+				continue;
+			if (s->watched && s->check_ns <= now)
+				watch(ub, s);
+			if (s->watched && s->check_ns < wake)
+				wake = s->check_ns;
+			pfd[n] = (struct pollfd){ .fd = s->fd, .events = POLLIN };
+			owners[n++] = i;
+		}
+		/* Rounded up: a watched budget is checked once it can be spent, not before. */
+		wake = wake <= now ? 0 : (wake - now + 999999) / 1000000;
+		r = poll(pfd, n, wake > 1000 ? 1000 : (int)wake);
 		if (r < 0 && errno != EINTR) {
 			runlog_error(ub->res, CTX_E_SystemError, "broker: poll failed");
 			break;
 		}
-		for (nfds_t i = 0; i < n && !ub->done; i++)
+		for (nfds_t i = 0; i < n && !ub->done; i++) {
 			if (pfd[i].revents && ub->slots[owners[i]].fd == pfd[i].fd)
 				read_endpoint(ub, owners[i]);
+		}
 	}
 }
 
 enum ctx_error_kind ctx_run_user(const struct ctx_program *prog, const struct run_options *opts,
 				 struct run_result *res)
 {
+	const struct ctx_user_options dflt = { .pool = CTX_USER_POOL_DEFAULT };
+
+	return ctx_run_user_with(prog, opts, &dflt, res);
+}
+
+enum ctx_error_kind ctx_run_user_with(const struct ctx_program *prog, const struct run_options *opts,
+				      const struct ctx_user_options *uopts, struct run_result *res)
+{
 	struct ubroker *ub = calloc(1, sizeof(*ub));
-	char err[256];
+	char err[256], msg[512];
 	int sv[2];
 	enum ctx_error_kind result;
 
@@ -451,11 +682,16 @@ enum ctx_error_kind ctx_run_user(const struct ctx_program *prog, const struct ru
 		snprintf(res->message, sizeof(res->message), "out of memory");
 		return res->error;
 	}
+#ifdef CTXVM_TESTING
+	ctx_user_test_nserved = 0;
+	ctx_user_test_callee = 0;
+#endif
 	ub->prog = prog;
 	ub->opts = opts;
 	ub->res = res;
 	ub->result = CTX_E_SystemError;
 	ub->deadline_ns = now_ns() + (opts->timeout_ms ? opts->timeout_ms : 600000ull) * 1000000ull;
+	ub->pool_size = uopts->pool < CTX_USER_POOL_MAX ? uopts->pool : CTX_USER_POOL_MAX;
 	for (int i = 0; i < NSLOTS; i++)
 		ub->slots[i].fd = -1;
 	ctxvm_core_init(&ub->core, ub->frames, CTX_CALL_DEPTH_LIMIT);
@@ -465,22 +701,35 @@ enum ctx_error_kind ctx_run_user(const struct ctx_program *prog, const struct ru
 			runlog_error(ub->res, CTX_E_SystemError, "the kernel exports too many procedures");
 			goto out_free;
 		}
+	ub->fs.pin = true;
+	ub->fs.spare = ub->pool_size > 0;
 	if (forkserver_start(&ub->fs, prog, opts, err, sizeof(err)) < 0) {
 		runlog_error(ub->res, CTX_E_SystemError, err);
 		goto out_free;
 	}
+	/*
+	 * Without a CPU for the server beside the session's, pre-forking would
+	 * only move the same forks, lock-downs and exits around on one CPU,
+	 * adding the warm-up: measured slower than forking each when called.
+	 */
+	if (ub->fs.server_cpu == ub->fs.cpu)
+		ub->pool_size = 0;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		runlog_error(ub->res, CTX_E_SystemError, "socketpair failed");
+		snprintf(msg, sizeof(msg), "socketpair: %s", strerror(errno));
+		runlog_error(ub->res, CTX_E_SystemError, msg);
 		goto out_stop;
 	}
 	ub->slots[0].pid = forkserver_spawn(&ub->fs, sv[1], opts->gas);
-	close(sv[1]);
 	if (ub->slots[0].pid <= 0) {
+		snprintf(msg, sizeof(msg), "could not start context 0: %s", strerror(errno));
 		close(sv[0]);
-		runlog_error(ub->res, CTX_E_SystemError, "could not start context 0");
+		close(sv[1]);
+		runlog_error(ub->res, CTX_E_SystemError, msg);
 		goto out_stop;
 	}
+	close(sv[1]);
 	ub->slots[0].fd = sv[0];
+	ub->hi = 1;
 	ctxvm_core_start(&ub->core, 0, prog->procs[prog->entry_proc].digest, opts->gas);
 	{
 		struct ctxvm_call_grant root = {
@@ -492,13 +741,20 @@ enum ctx_error_kind ctx_run_user(const struct ctx_program *prog, const struct ru
 			window[i] = opts->inputs[i];
 		start_frame(ub, &root, CTXVM_FRAME_ROOT, prog->entry_proc, 0, CTX_STACK_DEPTH_LIMIT,
 			    window);
+		explicit_bzero(window, sizeof(window));
 	}
+	/* Forked while the root starts up; the first call finds them ready. */
+	pool_refill(ub);
 	loop(ub);
 	res->contexts = ub->core.contexts;
 	res->max_depth = ub->core.max_depth_seen;
 	for (uint64_t i = 0; i < NSLOTS; i++)
 		if (ub->slots[i].fd >= 0)
 			release_slot(ub, i, NULL);
+	/* Never handed out: the fork server kills them when it stops. */
+	for (; ub->pool_count; ub->pool_count--, ub->pool_head = (ub->pool_head + 1) % CTX_USER_POOL_MAX)
+		if (ub->pool[ub->pool_head].fd >= 0)
+			close(ub->pool[ub->pool_head].fd);
 out_stop:
 	forkserver_stop(&ub->fs);
 out_free:

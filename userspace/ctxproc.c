@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,7 +234,8 @@ static void run_activation(struct vm *vm, struct ctxproc *cp, const struct ctxvm
 	    run->budget > CTX_STACK_DEPTH_LIMIT || run->kind > FRAME_DYNDELEGATECALL)
 		_exit(4);
 	if (!cp->have_ctx) {
-		cp->ctx.mem = vm_mem_new(vm->opts->mem_limit);
+		if (!cp->ctx.mem)
+			cp->ctx.mem = vm_mem_new(vm->opts->mem_limit);
 		if (!cp->ctx.mem)
 			_exit(6);
 		cp->ctx.id = run->ctx_id;
@@ -377,18 +379,50 @@ static void misbehave(struct ctxproc *cp, const struct ctxvm_msg *run)
 }
 #endif
 
-void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts, int endpoint)
+/*
+ * A pooled process may wait long before its one RUN: it takes now the page
+ * faults the RUN would otherwise take on the path of the call (its memory
+ * map, the interpreter's stack buffer; ~50 us of a ready call here).  None
+ * of it depends on what the RUN will say.  (Populating the code's page
+ * tables as well measured no faster.)
+ */
+static void warm_up(struct ctxproc *cp, struct run_result *res, const struct run_options *opts)
+{
+	/* vm_activate's stack buffer at its largest: the budget plus its drift margin. */
+	size_t stack_bytes = (CTX_STACK_DEPTH_LIMIT + 1024) * sizeof(fe_t);
+	char *p;
+
+	cp->ctx.mem = vm_mem_new(opts->mem_limit);
+	res->error = CTX_OK;    /* its page, written by every RUN */
+	/* Touched and freed to the heap's top, where vm_activate's calloc will find it. */
+	p = malloc(stack_bytes);
+	if (p) {
+		/* Not 0: gcc would make malloc+memset(0) a calloc, which touches nothing. */
+		memset(p, 1, stack_bytes);
+		__asm__ volatile("" : : "r"(p) : "memory");     /* the stores must happen */
+		free(p);
+	}
+}
+
+void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts, int endpoint,
+		  unsigned flags)
 {
 	static struct run_result res;
-	struct ctxproc cp = { .fd = endpoint, .kmod = opts->kmod_endpoint };
+	/* Static, not a 16 KiB zeroed local: that was 4 stack pages to copy in every process. */
+	static struct ctxproc cp;
 	struct vm vm = {
 		.prog = prog, .opts = opts, .res = &res, .hooks = &remote_hooks, .backend = &cp,
 	};
 	struct ctxvm_msg m;
 
+	cp.fd = endpoint;
+	cp.kmod = opts->kmod_endpoint;
+
 	/* A context fd answers only the process that bound it. */
 	if (cp.kmod && ioctl(endpoint, CTXVM_CTX_BIND, 0) < 0)
 		_exit(4);
+	if (flags & CTXPROC_WARM_UP)
+		warm_up(&cp, &res, opts);
 	/*
 	 * One RUN: a context's single activation, or context 0's root, during
 	 * which the syscalls into context 0 arrive as nested RUNs.
@@ -396,10 +430,28 @@ void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts
 	recv_msg(&cp, &m);
 	if (m.type != CTXVM_MSG_RUN)
 		_exit(4);
+	/*
+	 * The fork server grows the heap by exactly what is asked (so a call's
+	 * first callocs touch no page they do not use); context 0 lives for the
+	 * whole run and may allocate much: glibc's default padding again.
+	 */
+	if (m.ctx_id == 0)
+		mallopt(M_TOP_PAD, 128 << 10);
 #ifdef CTXVM_TESTING
 	if (m.ctx_id != 0)
 		misbehave(&cp, &m);
 #endif
 	run_activation(&vm, &cp, &m);
+	/*
+	 * Wait to be released rather than exit now, if asked: the broker then
+	 * moves the exit's work (unmapping, freeing the filter) off the
+	 * session's CPU.  On one CPU exiting at once is cheaper: no wake-up.
+	 */
+	if ((flags & CTXPROC_LINGER) && !cp.kmod) {
+		char b;
+
+		while (read(cp.fd, &b, 1) > 0)
+			;
+	}
 	_exit(0);
 }

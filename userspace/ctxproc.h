@@ -12,9 +12,12 @@
 #include "program.h"
 #include "interp.h"
 
+#define CTXPROC_WARM_UP 1u    /* pooled: do the RUN's page faults while waiting for it */
+#define CTXPROC_LINGER 2u     /* after the activation, wait for the broker to end it */
+
 /* Never returns: exits 0 when done, non-zero on a protocol error. */
-void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts, int endpoint)
-	__attribute__((noreturn));
+void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts, int endpoint,
+		  unsigned flags) __attribute__((noreturn));
 
 #ifdef CTXVM_TESTING
 /* Test build: note this process's mappings while it may still read /proc. */

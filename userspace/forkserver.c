@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * Fork server; see forkserver.h.  Requests are fixed-size packets on a
- * SOCK_SEQPACKET pair; a spawn carries the endpoint with SCM_RIGHTS.
+ * SOCK_SEQPACKET pair; a spawn carries the endpoint with SCM_RIGHTS.  The
+ * server handles one request at a time, in order; each request first reaps
+ * the processes the runner released (and SIGKILLed) since the last one.
  */
 #include <errno.h>
 #include <malloc.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,18 +27,54 @@
 #define AS_MARGIN (64ull << 20)         /* interpreter, stacks, libc */
 #define SETUP_FAILED_EXIT 120
 
-enum { FS_SPAWN = 1, FS_REAP = 2 };
+enum { FS_SPAWN = 1, FS_REAP = 2, FS_SPAWN_ASYNC = 3, FS_REAP_DEAD = 4 };
 
 struct fs_request {
 	uint64_t op;
 	uint64_t pid;
 	uint64_t gas;
+	uint64_t tag;
+	uint64_t pooled;                /* leave it on the server's CPU */
+	uint64_t ndead;                 /* released processes to reap first */
+	uint64_t dead[FS_DEAD_BATCH];
 };
 
 struct fs_reply {
 	int64_t value;          /* pid (-errno if fork failed), or wait status */
 	uint64_t cpu_ns;
 };
+
+/* The server's unreaped children: what it must kill and reap when it stops. */
+struct children {
+	pid_t *pid;
+	size_t n, cap;
+};
+
+static bool children_add(struct children *c, pid_t pid)
+{
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 64;
+		pid_t *p = realloc(c->pid, cap * sizeof(*p));
+
+		if (!p)
+			return false;
+		c->pid = p;
+		c->cap = cap;
+	}
+	c->pid[c->n++] = pid;
+	return true;
+}
+
+/* Only a pid the server forked and has not reaped may be signalled: no other process. */
+static bool children_remove(struct children *c, pid_t pid)
+{
+	for (size_t i = c->n; i-- > 0;)
+		if (c->pid[i] == pid) {
+			c->pid[i] = c->pid[--c->n];
+			return true;
+		}
+	return false;
+}
 
 static uint64_t vm_size_bytes(void)
 {
@@ -60,7 +100,9 @@ static int recv_request(int ctrl, struct fs_request *req, int *fd)
 	ssize_t n;
 
 	*fd = -1;
-	n = recvmsg(ctrl, &mh, MSG_CMSG_CLOEXEC);
+	do
+		n = recvmsg(ctrl, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
 	if (n != (ssize_t)sizeof(*req))
 		return -1;
 	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
@@ -69,11 +111,48 @@ static int recv_request(int ctrl, struct fs_request *req, int *fd)
 	return 0;
 }
 
-static void serve(int ctrl, const struct ctx_program *prog, const struct run_options *opts,
-		  bool kmod_endpoint)
+static int64_t kill_and_wait(struct children *c, pid_t pid, uint64_t *cpu_ns)
+{
+	struct rusage ru;
+	int status = 0;
+
+	if (!children_remove(c, pid))
+		return -1;
+	kill(pid, SIGKILL);
+	while (wait4(pid, &status, 0, &ru) < 0)
+		if (errno != EINTR)
+			return -1;
+	*cpu_ns = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000ull +
+		  (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
+	return status;
+}
+
+/* The runner is done or gone: nothing of ours may outlive it. */
+static void __attribute__((noreturn)) stop_all(struct children *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		kill(c->pid[i], SIGKILL);
+	for (size_t i = 0; i < c->n; i++)
+		while (waitpid(c->pid[i], NULL, 0) < 0 && errno == EINTR)
+			;
+	_exit(0);
+}
+
+static void set_cpu(pid_t pid, int cpu)
+{
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	(void)sched_setaffinity(pid, sizeof(one), &one);       /* only speed depends on it */
+}
+
+static void serve(int ctrl, int note, const struct ctx_program *prog,
+		  const struct run_options *opts, bool kmod_endpoint, int session_cpu)
 {
 	struct run_options child_opts = *opts;
 	struct sandbox_filter filter;
+	struct children kids = { 0 };
 	uint64_t as_base;
 	char err[256];
 	pid_t self = getpid();
@@ -83,7 +162,7 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 	/* The root's inputs are its own: no other context may find them in its copy. */
 	memset(child_opts.inputs, 0, sizeof(child_opts.inputs));
 	memset((void *)opts->inputs, 0, sizeof(opts->inputs));
-	if (sandbox_filter_build(&filter, err, sizeof(err)) < 0) {
+	if (sandbox_filter_build(&filter, kmod_endpoint, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ctxvm: fork server: %s\n", err);
 		_exit(SETUP_FAILED_EXIT);
 	}
@@ -91,10 +170,10 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 	 * A fresh, unmapped user namespace for this run, entered here once
 	 * rather than per context: entering one refills the bounding set, and
 	 * emptying it costs ~70 us (41 credential swaps).  Every context
-	 * inherits both the namespace and the empty bounding set.
+	 * inherits the namespace, and with it everything dropped next.
 	 */
 	(void)unshare(CLONE_NEWUSER);
-	if (sandbox_drop_bounding_set(err, sizeof(err)) < 0) {
+	if (sandbox_drop_privileges(err, sizeof(err)) < 0) {
 		fprintf(stderr, "ctxvm: fork server: %s\n", err);
 		_exit(SETUP_FAILED_EXIT);
 	}
@@ -103,6 +182,20 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 	 * malloc consolidates them itself, writing (and copying) heap pages.
 	 */
 	malloc_trim(0);
+	/*
+	 * Then sort what is left into bins here (a request that no bin fits
+	 * walks the unsorted list once, writing every free chunk: ~10 copied
+	 * pages in every child otherwise), and grow the heap by exactly what
+	 * is asked from now on: calloc clears fresh brk memory only as far as
+	 * the old top reached, so a child's first big callocs (its memory map,
+	 * its stack) touch only the pages it uses, not ~15 more.
+	 */
+	{
+		void *volatile sort = malloc(1 << 20);  /* volatile: gcc drops free(malloc()) */
+
+		free(sort);
+	}
+	mallopt(M_TOP_PAD, 0);
 	as_base = vm_size_bytes();
 	for (;;) {
 		struct fs_request req = { 0 };
@@ -110,8 +203,14 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 		int fd;
 
 		if (recv_request(ctrl, &req, &fd) < 0)
-			_exit(0);       /* the runner is gone or done */
-		if (req.op == FS_SPAWN && fd >= 0) {
+			stop_all(&kids);        /* the runner is gone or done */
+		/* Already SIGKILLed by the runner; here they stop being zombies. */
+		for (uint64_t i = 0; i < req.ndead && i < FS_DEAD_BATCH; i++) {
+			uint64_t ignored;
+
+			kill_and_wait(&kids, (pid_t)req.dead[i], &ignored);
+		}
+		if ((req.op == FS_SPAWN || req.op == FS_SPAWN_ASYNC) && fd >= 0) {
 			pid_t pid = fork();
 
 			if (pid == 0) {
@@ -121,6 +220,7 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 					.parent_pid = self,
 					.namespaces = false,    /* the fork server's, above */
 					.kmod_endpoint = kmod_endpoint,
+					.privileges_dropped = true,
 				};
 
 #ifdef CTXVM_TESTING
@@ -131,65 +231,116 @@ static void serve(int ctrl, const struct ctx_program *prog, const struct run_opt
 					fprintf(stderr, "ctxvm: sandbox: %s\n", err);
 					_exit(SETUP_FAILED_EXIT);
 				}
-				ctxproc_main(prog, &child_opts, SANDBOX_ENDPOINT_FD);
+				ctxproc_main(prog, &child_opts, SANDBOX_ENDPOINT_FD,
+					     (req.pooled ? CTXPROC_WARM_UP : 0) |
+					     (session_cpu >= 0 ? CTXPROC_LINGER : 0));
+			}
+			if (pid > 0 && !req.pooled && session_cpu >= 0)
+				set_cpu(pid, session_cpu);
+			if (pid > 0 && !children_add(&kids, pid)) {
+				kill(pid, SIGKILL);
+				waitpid(pid, NULL, 0);
+				pid = -1;
+				errno = ENOMEM;
 			}
 			rep.value = pid < 0 ? -errno : pid;   /* the cause, for the runner */
 		} else if (req.op == FS_REAP) {
-			struct rusage ru;
-			int status = 0;
-
-			kill((pid_t)req.pid, SIGKILL);
-			if (wait4((pid_t)req.pid, &status, 0, &ru) == (pid_t)req.pid) {
-				rep.value = status;
-				rep.cpu_ns = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000ull +
-					     (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
-			}
+			rep.value = kill_and_wait(&kids, (pid_t)req.pid, &rep.cpu_ns);
 		}
 		if (fd >= 0)
 			close(fd);
-		if (write(ctrl, &rep, sizeof(rep)) != (ssize_t)sizeof(rep))
-			_exit(0);
+		if (req.op == FS_SPAWN_ASYNC) {
+			struct fs_spawned sp = { req.tag, rep.value };
+
+			if (send(note, &sp, sizeof(sp), MSG_NOSIGNAL) != (ssize_t)sizeof(sp))
+				stop_all(&kids);
+		} else if (req.op != FS_REAP_DEAD &&
+			   send(ctrl, &rep, sizeof(rep), MSG_NOSIGNAL) != (ssize_t)sizeof(rep)) {
+			stop_all(&kids);
+		}
 	}
+}
+
+/* Every fd from 3 on is closed but `keep` and `keep2`. */
+static void close_all_but(int keep, int keep2)
+{
+	int lo = keep < keep2 ? keep : keep2, hi = keep < keep2 ? keep2 : keep;
+
+	if (lo > 3)
+		close_range(3, (unsigned)lo - 1, 0);
+	if (hi > lo + 1)
+		close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+	close_range((unsigned)hi + 1, ~0u, 0);
 }
 
 int forkserver_start(struct forkserver *fs, const struct ctx_program *prog,
 		     const struct run_options *opts, char *err, size_t errlen)
 {
-	int sv[2];
+	int sv[2], nv[2];
 	pid_t parent = getpid();
 
+	fs->ctrl = fs->note = -1;
+	fs->ndead = 0;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		snprintf(err, errlen, "socketpair: %s", strerror(errno));
 		return -1;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, nv) < 0) {
+		snprintf(err, errlen, "socketpair: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	fs->pinned = false;
+	fs->cpu = fs->server_cpu = -1;
+	if (fs->pin && sched_getaffinity(0, sizeof(fs->saved_affinity), &fs->saved_affinity) == 0) {
+		int cpu = sched_getcpu();
+
+		if (cpu >= 0 && CPU_ISSET(cpu, &fs->saved_affinity)) {
+			fs->cpu = fs->server_cpu = cpu;
+			for (int c = 0; fs->spare && c < CPU_SETSIZE; c++)
+				if (c != cpu && CPU_ISSET(c, &fs->saved_affinity)) {
+					fs->server_cpu = c;
+					break;
+				}
+			/* The server inherits this while it forks; it moves itself below. */
+			set_cpu(0, cpu);
+			fs->pinned = true;
+		}
 	}
 	fs->pid = fork();
 	if (fs->pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
 		close(sv[0]);
 		close(sv[1]);
+		close(nv[0]);
+		close(nv[1]);
+		forkserver_stop(fs);
 		return -1;
 	}
 	if (fs->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(0);
-		close(sv[0]);
-		/* Keep only the control socket and stderr (for set-up failures). */
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != sv[1])
-				close(fd);
-		serve(sv[1], prog, opts, fs->kmod_endpoint);
+		/* Keep only the two sockets and stderr (for set-up failures). */
+		close_all_but(sv[1], nv[1]);
+		if (fs->server_cpu != fs->cpu)
+			set_cpu(0, fs->server_cpu);
+		serve(sv[1], nv[1], prog, opts, fs->kmod_endpoint,
+		      fs->server_cpu != fs->cpu ? fs->cpu : -1);
 	}
 	close(sv[1]);
+	close(nv[1]);
 	fs->ctrl = sv[0];
+	fs->note = nv[0];
 	return 0;
 }
 
-static int transact(struct forkserver *fs, const struct fs_request *req, int fd,
-		    struct fs_reply *rep)
+/* Every request carries the released processes not yet reaped. */
+static int send_request(struct forkserver *fs, struct fs_request *req, int fd)
 {
 	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-	struct iovec iov = { (void *)req, sizeof(*req) };
+	struct iovec iov = { req, sizeof(*req) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
 	if (fd >= 0) {
@@ -203,14 +354,33 @@ static int transact(struct forkserver *fs, const struct fs_request *req, int fd,
 		c->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(c), &fd, sizeof(int));
 	}
+	req->ndead = fs->ndead;
+	for (unsigned i = 0; i < fs->ndead; i++)
+		req->dead[i] = (uint64_t)fs->dead[i];
 	if (sendmsg(fs->ctrl, &mh, MSG_NOSIGNAL) != (ssize_t)sizeof(*req))
 		return -1;
-	return read(fs->ctrl, rep, sizeof(*rep)) == (ssize_t)sizeof(*rep) ? 0 : -1;
+	fs->ndead = 0;
+	return 0;
+}
+
+static int transact(struct forkserver *fs, struct fs_request *req, int fd,
+		    struct fs_reply *rep)
+{
+	ssize_t n;
+
+	if (send_request(fs, req, fd) < 0)
+		return -1;
+	do
+		n = read(fs->ctrl, rep, sizeof(*rep));
+	while (n < 0 && errno == EINTR);
+	if (n >= 0 && n != (ssize_t)sizeof(*rep))
+		errno = ECONNRESET;     /* the server died: say so, not a stale errno */
+	return n == (ssize_t)sizeof(*rep) ? 0 : -1;
 }
 
 pid_t forkserver_spawn(struct forkserver *fs, int endpoint, uint64_t gas_limit)
 {
-	struct fs_request req = { FS_SPAWN, 0, gas_limit };
+	struct fs_request req = { .op = FS_SPAWN, .gas = gas_limit };
 	struct fs_reply rep;
 
 	if (transact(fs, &req, endpoint, &rep) < 0)
@@ -222,9 +392,37 @@ pid_t forkserver_spawn(struct forkserver *fs, int endpoint, uint64_t gas_limit)
 	return (pid_t)rep.value;
 }
 
+int forkserver_spawn_async(struct forkserver *fs, int endpoint, uint64_t gas_limit, uint64_t tag,
+			   bool pooled)
+{
+	struct fs_request req = {
+		.op = FS_SPAWN_ASYNC, .gas = gas_limit, .tag = tag, .pooled = pooled,
+	};
+
+	return send_request(fs, &req, endpoint);
+}
+
+void forkserver_place(struct forkserver *fs, pid_t pid, bool session)
+{
+	if (fs->server_cpu != fs->cpu)
+		set_cpu(pid, session ? fs->cpu : fs->server_cpu);
+}
+
+int forkserver_next_spawned(struct forkserver *fs, struct fs_spawned *out, bool wait)
+{
+	ssize_t n;
+
+	do
+		n = recv(fs->note, out, sizeof(*out), wait ? 0 : MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 0;
+	return n == (ssize_t)sizeof(*out) ? 1 : -1;
+}
+
 int forkserver_reap(struct forkserver *fs, pid_t pid, struct reaped *out)
 {
-	struct fs_request req = { FS_REAP, (uint64_t)pid, 0 };
+	struct fs_request req = { .op = FS_REAP, .pid = (uint64_t)pid };
 	struct fs_reply rep;
 
 	if (transact(fs, &req, -1, &rep) < 0 || rep.value < 0)
@@ -234,14 +432,52 @@ int forkserver_reap(struct forkserver *fs, pid_t pid, struct reaped *out)
 	return 0;
 }
 
+int forkserver_release(struct forkserver *fs, pid_t pid)
+{
+	/*
+	 * Only the fork server reaps, and only when told: until then this pid
+	 * cannot name another process, so the runner may signal it itself.
+	 */
+	kill(pid, SIGKILL);
+	fs->dead[fs->ndead++] = pid;
+	if (fs->ndead < FS_DEAD_BATCH)
+		return 0;
+	{
+		struct fs_request req = { .op = FS_REAP_DEAD };
+
+		if (send_request(fs, &req, -1) == 0)
+			return 0;
+		fs->ndead = 0;  /* the server is gone, and its children by PDEATHSIG */
+		return -1;
+	}
+}
+
 void forkserver_stop(struct forkserver *fs)
 {
 	if (fs->ctrl >= 0)
 		close(fs->ctrl);
-	fs->ctrl = -1;
+	if (fs->note >= 0)
+		close(fs->note);
+	fs->ctrl = fs->note = -1;
 	if (fs->pid > 0) {
-		kill(fs->pid, SIGKILL);
-		waitpid(fs->pid, NULL, 0);
+		/*
+		 * EOF on its socket: the server kills and reaps what it still
+		 * has, then exits, so no context outlives the run.  It is ours
+		 * and small; if it does not go within 5 s it is killed (and
+		 * its children follow it by PDEATHSIG).
+		 */
+		int pfd = (int)syscall(SYS_pidfd_open, fs->pid, 0);
+		struct pollfd p = { .fd = pfd, .events = POLLIN };
+
+		if (pfd < 0 || poll(&p, 1, 5000) != 1)
+			kill(fs->pid, SIGKILL);
+		if (pfd >= 0)
+			close(pfd);
+		while (waitpid(fs->pid, NULL, 0) < 0 && errno == EINTR)
+			;
 	}
 	fs->pid = 0;
+	if (fs->pinned)
+		sched_setaffinity(0, sizeof(fs->saved_affinity), &fs->saved_affinity);
+	fs->pinned = false;
 }

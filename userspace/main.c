@@ -36,7 +36,7 @@ static const char usage_main[] =
 static const char usage_run[] =
 	"usage: ctxvm run PROGRAM.masm [--kernel FILE] [--lib DIR]... [--input a,b,...]\n"
 	"                 [--gas N] [--mem-limit BYTES] [--backend auto|kmod|user|inproc]\n"
-	"                 [--timeout SECONDS] [--json] [--trace]\n"
+	"                 [--timeout SECONDS] [--pool N] [--json] [--trace]\n"
 	"\n"
 	"  --kernel FILE      kernel module; its exported procedures are the syscall targets\n"
 	"  --lib DIR          directory searched for `use a::b` modules (a/b.masm); repeatable\n"
@@ -50,6 +50,10 @@ static const char usage_run[] =
 	"                     the ctxvm.ko kernel module (/dev/ctxvm);\n"
 	"                     inproc: every context in this one process, UNISOLATED: the\n"
 	"                     reference oracle, never chosen by auto\n"
+	"  --pool N           user backend: keep N context processes forked and locked down\n"
+	"                     ahead of calls by a second CPU, each used for one context\n"
+	"                     only (default 4, at most 64; with 0, or one CPU, each is\n"
+	"                     forked when it is called)\n"
 	"  --json             print one JSON object instead of plain text\n"
 	"  --trace            print the tree of contexts (kind, procedure, gas, time, outcome)\n"
 	"                     to stderr\n"
@@ -72,6 +76,7 @@ struct cli {
 	const char *libs[MAX_LIBS];
 	struct run_options run;
 	const char *backend;
+	struct ctx_user_options user;
 	bool json;
 	bool dis;
 };
@@ -203,6 +208,7 @@ static int parse_args(int argc, char **argv, bool is_run, struct cli *cli)
 	cli->run.gas = CTX_GAS_DEFAULT;
 	cli->run.mem_limit = CTX_MEM_LIMIT_DEFAULT;
 	cli->backend = "auto";
+	cli->user.pool = CTX_USER_POOL_DEFAULT;
 	for (int i = 2; i < argc; i++) {
 		const char *arg = argv[i];
 		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -242,7 +248,7 @@ static int parse_args(int argc, char **argv, bool is_run, struct cli *cli)
 		} else if (!strcmp(arg, "--kernel") || !strcmp(arg, "--lib") ||
 			   (is_run && (!strcmp(arg, "--input") || !strcmp(arg, "--gas") ||
 				       !strcmp(arg, "--mem-limit") || !strcmp(arg, "--backend") ||
-				       !strcmp(arg, "--timeout")))) {
+				       !strcmp(arg, "--timeout") || !strcmp(arg, "--pool")))) {
 			if (!val)
 				return usage_error(usage, "%s needs a value", arg);
 		} else {
@@ -270,6 +276,12 @@ static int parse_args(int argc, char **argv, bool is_run, struct cli *cli)
 			if (!parse_u64(val, &s) || s == 0 || s > 86400)
 				return usage_error(usage, "--timeout: '%s' is not 1..86400 seconds", val);
 			cli->run.timeout_ms = s * 1000;
+		} else if (!strcmp(arg, "--pool")) {
+			uint64_t n;
+
+			if (!parse_u64(val, &n) || n > CTX_USER_POOL_MAX)
+				return usage_error(usage, "--pool: '%s' is not 0..64", val);
+			cli->user.pool = (unsigned)n;
 		} else if (!strcmp(arg, "--mem-limit")) {
 			if (!parse_size(val, &cli->run.mem_limit))
 				return usage_error(usage, "--mem-limit: '%s' is not a size", val);
@@ -446,7 +458,7 @@ static int cmd_run(int argc, char **argv)
 	} else {
 		fprintf(stderr, "ctxvm: backend user: a sandboxed process per context, "
 			"embedded broker\n");
-		ctx_run_user(prog, &cli.run, &res);
+		ctx_run_user_with(prog, &cli.run, &cli.user, &res);
 	}
 	rc = report(&cli, prog, &res, cli.backend);
 	run_result_free(&res);

@@ -68,7 +68,7 @@ static const unsigned long context_ioctls[] = {
 	CTXVM_CTX_CALLER, CTXVM_CTX_FINISH, CTXVM_CTX_ABORT,
 };
 
-int sandbox_filter_build(struct sandbox_filter *f, char *err, size_t errlen)
+int sandbox_filter_build(struct sandbox_filter *f, bool kmod_ioctls, char *err, size_t errlen)
 {
 	scmp_filter_ctx ctx;
 	int memfd = -1;
@@ -88,8 +88,12 @@ int sandbox_filter_build(struct sandbox_filter *f, char *err, size_t errlen)
 	if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) < 0 ||
 	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(rseq), 0) < 0)
 		goto fail_rule;
-	/* The kmod backend's context-fd ioctls, on the endpoint only. */
-	for (size_t i = 0; i < sizeof(context_ioctls) / sizeof(context_ioctls[0]); i++)
+	/*
+	 * The kmod backend's context-fd ioctls, on the endpoint only.  Left out
+	 * for a socket endpoint: they are a third of the filter, and its
+	 * length is most of what loading it costs each process.
+	 */
+	for (size_t i = 0; kmod_ioctls && i < sizeof(context_ioctls) / sizeof(context_ioctls[0]); i++)
 		if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 2,
 				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)SANDBOX_ENDPOINT_FD),
 				     SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)context_ioctls[i])) < 0)
@@ -172,30 +176,44 @@ static int fail(char *err, size_t errlen, const char *what)
 	return -1;
 }
 
-static int drop_capabilities(char *err, size_t errlen)
+/* Empty the bounding set; each drop replaces the credentials (~2 us): skip what is gone. */
+static int drop_bounding_set(char *err, size_t errlen)
 {
 	cap_value_t last = cap_max_bits();
-	cap_t none;
-	int rc;
+
+	for (cap_value_t cap = 0; cap < last; cap++)
+		if (cap_get_bound(cap) > 0 && cap_drop_bound(cap) < 0 && errno != EINVAL &&
+		    errno != EPERM)
+			return fail(err, errlen, "cap_drop_bound");
+	return 0;
+}
+
+/* Steps 5 and 6; see sandbox_drop_privileges. */
+static int drop_privileges(char *err, size_t errlen)
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct none[_LINUX_CAPABILITY_U32S_3] = { { 0 } };
 
 	/* Lock root out of regaining capabilities, where we are allowed to. */
 	prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED |
 	      SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED |
 	      SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE |
 	      SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED);
-	/* Each drop replaces the credentials (~2 us); skip what is already gone. */
-	for (cap_value_t cap = 0; cap < last; cap++)
-		if (cap_get_bound(cap) > 0 && cap_drop_bound(cap) < 0 && errno != EINVAL &&
-		    errno != EPERM)
-			return fail(err, errlen, "cap_drop_bound");
-	cap_reset_ambient();
-	none = cap_init();
-	if (!none)
-		return fail(err, errlen, "cap_init");
-	rc = cap_set_proc(none);
-	cap_free(none);
-	if (rc < 0)
-		return fail(err, errlen, "cap_set_proc");
+	if (drop_bounding_set(err, errlen) < 0)
+		return -1;
+	/*
+	 * One prctl for the whole ambient set (libcap's cap_reset_ambient asks
+	 * about each of the 41 first), and capset(2) with the empty sets on the
+	 * stack: cap_set_proc allocates, and a fresh child's first malloc
+	 * copies heap pages.
+	 */
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return fail(err, errlen, "PR_CAP_AMBIENT_CLEAR_ALL");
+	if (capset(&hdr, none) < 0)
+		return fail(err, errlen, "capset");
+	/* 6. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return fail(err, errlen, "PR_SET_NO_NEW_PRIVS");
 	return 0;
 }
 
@@ -206,14 +224,9 @@ static int set_limit(int resource, rlim_t value)
 	return setrlimit(resource, &rl);
 }
 
-int sandbox_drop_bounding_set(char *err, size_t errlen)
+int sandbox_drop_privileges(char *err, size_t errlen)
 {
-	cap_value_t last = cap_max_bits();
-
-	for (cap_value_t cap = 0; cap < last; cap++)
-		if (cap_get_bound(cap) > 0 && cap_drop_bound(cap) < 0 && errno != EPERM)
-			return fail(err, errlen, "cap_drop_bound");
-	return 0;
+	return drop_privileges(err, errlen);
 }
 
 int sandbox_enter(const struct sandbox_filter *f, const struct sandbox_limits *lim,
@@ -226,13 +239,12 @@ int sandbox_enter(const struct sandbox_filter *f, const struct sandbox_limits *l
 	uint64_t cpu_s;
 	timer_t timer;
 
-	/* 1. Only the endpoint stays, at a fixed number the filter can name. */
-	if (endpoint != SANDBOX_ENDPOINT_FD) {
-		if (dup2(endpoint, SANDBOX_ENDPOINT_FD) < 0)
-			return fail(err, errlen, "dup2 endpoint");
-	}
-	if (fcntl(SANDBOX_ENDPOINT_FD, F_SETFD, 0) < 0)
-		return fail(err, errlen, "fcntl endpoint");
+	/*
+	 * 1. Only the endpoint stays, at a fixed number the filter can name.
+	 * (Its close-on-exec flag does not matter: execve is never allowed.)
+	 */
+	if (endpoint != SANDBOX_ENDPOINT_FD && dup2(endpoint, SANDBOX_ENDPOINT_FD) < 0)
+		return fail(err, errlen, "dup2 endpoint");
 	if (close_range(0, SANDBOX_ENDPOINT_FD - 1, 0) < 0 ||
 	    close_range(SANDBOX_ENDPOINT_FD + 1, ~0u, 0) < 0)
 		return fail(err, errlen, "close_range");
@@ -269,16 +281,13 @@ int sandbox_enter(const struct sandbox_filter *f, const struct sandbox_limits *l
 	if (timer_settime(timer, 0, &its, NULL) < 0)
 		return fail(err, errlen, "timer_settime");
 
-	/* 5. No capabilities, in any set, ever again. */
-	if (drop_capabilities(err, errlen) < 0)
+	/* 5, 6. No capabilities, in any set, ever again; no_new_privs. */
+	if (!lim->privileges_dropped && drop_privileges(err, errlen) < 0)
 		return -1;
 
-	/* 6. */
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		return fail(err, errlen, "PR_SET_NO_NEW_PRIVS");
-
 	/* 7. The allow-list; a blocked syscall reports itself and exits. */
-	endpoint_is_kmod = lim->kmod_endpoint;
+	if (endpoint_is_kmod != lim->kmod_endpoint)     /* no write, no page copied */
+		endpoint_is_kmod = lim->kmod_endpoint;
 	sa.sa_sigaction = on_sigsys;
 	sa.sa_flags = SA_SIGINFO;
 	sigemptyset(&sa.sa_mask);

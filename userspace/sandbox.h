@@ -45,17 +45,28 @@ struct sandbox_limits {
 	pid_t parent_pid;       /* exit if the parent is already gone; 0 skips */
 	bool namespaces;        /* also unshare into fresh empty namespaces */
 	bool kmod_endpoint;     /* the endpoint is a /dev/ctxvm context fd */
+	/*
+	 * The parent already ran sandbox_drop_privileges(): this process
+	 * inherited no capabilities in any set, locked securebits and
+	 * no_new_privs, so steps 5 and 6 have nothing left to do.
+	 */
+	bool privileges_dropped;
 };
 
-/* Compile the allow-list.  Returns 0, or -1 with a message in err. */
-int sandbox_filter_build(struct sandbox_filter *f, char *err, size_t errlen);
+/*
+ * Compile the allow-list; with kmod_ioctls, the /dev/ctxvm context-fd ioctls
+ * on the endpoint too.  Returns 0, or -1 with a message in err.
+ */
+int sandbox_filter_build(struct sandbox_filter *f, bool kmod_ioctls, char *err, size_t errlen);
 void sandbox_filter_free(struct sandbox_filter *f);
 
 /*
- * Empty the capability bounding set of this process, once, in the parent of
- * many sandboxed children: they inherit it and need not pay for 41 drops each.
+ * Steps 5 and 6 for this process, once, in the parent of many sandboxed
+ * children (the fork server): empty the bounding and ambient sets, lock the
+ * securebits, drop every capability, set no_new_privs.  Children inherit all
+ * of it across fork and need not pay ~40 us each for it again.
  */
-int sandbox_drop_bounding_set(char *err, size_t errlen);
+int sandbox_drop_privileges(char *err, size_t errlen);
 
 /*
  * Called in the child: lock it down, keeping only `endpoint` open.
