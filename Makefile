@@ -212,9 +212,10 @@ VM_FUZZ_SECONDS ?= 120
 VM_STATIC   := $(VM)/static/kmod_abi_test $(VM)/static/kmod_fuzz
 deps-vm:
 	@tools/install-deps.sh vm
-$(VM)/static/kmod_abi_test: tests/kmod_abi_test.c shared/ctxvm_uapi.h shared/broker.h $(KSFT_DIR)/kselftest_harness.h
+$(VM)/static/kmod_abi_test: tests/kmod_abi_test.c tests/protocol.h userspace/ctxclient.c userspace/ctxclient.h \
+		shared/ctxvm_uapi.h shared/broker.h $(KSFT_DIR)/kselftest_harness.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) -O2 $(WARN) -Wno-unused-parameter -I$(KSFT_DIR) -static $< -o $@
+	$(CC) $(CSTD) -O2 $(WARN) -Wno-unused-parameter -I$(KSFT_DIR) -static $< userspace/ctxclient.c -o $@
 $(VM)/static/kmod_fuzz: tests/kmod_fuzz.c shared/ctxvm_uapi.h shared/broker.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) -O2 $(WARN) -Ishared -static $< -o $@

@@ -114,32 +114,6 @@ static void ctxvm_free(const void *p)
 	atomic_long_dec(&ctxvm_allocs);
 }
 
-static int ctxvm_errno(int status)
-{
-	switch (status) {
-	case CTXVM_B_OK:
-		return 0;
-	case CTXVM_B_NOT_OWNER:
-		return -EBUSY;
-	case CTXVM_B_SYSCALL_IN_KERNEL:
-		return -EDEADLK;
-	case CTXVM_B_NOT_KERNEL_TARGET:
-		return -ENOENT;
-	case CTXVM_B_DEPTH:
-		return -ELOOP;
-	case CTXVM_B_GAS:
-		return -ERANGE;
-	case CTXVM_B_NO_SESSION:
-		return -ESHUTDOWN;
-	case CTXVM_B_ROOT_RETURN:
-		return -EPROTO;
-	case CTXVM_B_TOO_MANY:
-		return -ENOSPC;
-	default:
-		return -EINVAL;
-	}
-}
-
 /* ---- endpoints and their mailboxes (session lock held) ---- */
 
 static struct ctxvm_endpoint *ctxvm_find(struct ctxvm_session *sess, u64 id)
@@ -189,6 +163,7 @@ static void ctxvm_unlink(struct ctxvm_endpoint *ep)
 static void ctxvm_retire(struct ctxvm_endpoint *ep)
 {
 	WRITE_ONCE(ep->gone, true);
+	ctxvm_drop_mail(ep);            /* nobody may read it now (ctxvm_recv) */
 	wake_up_interruptible(&ep->wq);
 	if (!ep->has_file)
 		ctxvm_unlink(ep);
@@ -407,7 +382,13 @@ static int ctxvm_ctx_flush(struct file *file, fl_owner_t id)
 	return 0;
 }
 
-static int ctxvm_recv(struct ctxvm_endpoint *ep, struct ctxvm_msg *out)
+/*
+ * The next message for this context, written to `argp`.  Once the endpoint
+ * is done nothing is delivered: what is still queued then (say a RUN whose
+ * caller died before a process took it) is stale and dropped.  A message
+ * that cannot be written out goes back to the head of the mailbox.
+ */
+static int ctxvm_recv(struct ctxvm_endpoint *ep, void __user *argp)
 {
 	struct ctxvm_session *sess = ep->sess;
 	struct ctxvm_mail *m;
@@ -418,20 +399,35 @@ static int ctxvm_recv(struct ctxvm_endpoint *ep, struct ctxvm_msg *out)
 		if (ret)
 			return ret;
 		mutex_lock(&sess->lock);
+		if (ctxvm_ep_done(ep)) {
+			ctxvm_drop_mail(ep);
+			mutex_unlock(&sess->lock);
+			return -ESHUTDOWN;
+		}
 		m = list_first_entry_or_null(&ep->mail, struct ctxvm_mail, node);
 		if (m) {
 			list_del(&m->node);
 			WRITE_ONCE(ep->nmail, ep->nmail - 1);
-			mutex_unlock(&sess->lock);
-			*out = m->msg;
-			ctxvm_free(m);
-			return 0;
 		}
-		ret = ctxvm_ep_done(ep);
 		mutex_unlock(&sess->lock);
-		if (ret)
-			return -ESHUTDOWN;
+		if (m)
+			break;
 	}
+	/* m->msg was zeroed whole before it was filled. */
+	if (!copy_to_user(argp, &m->msg, sizeof(m->msg))) {
+		ctxvm_free(m);
+		return 0;
+	}
+	mutex_lock(&sess->lock);
+	if (ctxvm_ep_done(ep)) {
+		ctxvm_free(m);
+	} else {
+		list_add(&m->node, &ep->mail);
+		WRITE_ONCE(ep->nmail, ep->nmail + 1);
+		wake_up_interruptible(&ep->wq);
+	}
+	mutex_unlock(&sess->lock);
+	return -EFAULT;
 }
 
 static bool ctxvm_is_delegate(u64 kind)
@@ -439,7 +435,8 @@ static bool ctxvm_is_delegate(u64 kind)
 	return kind == CTXVM_FRAME_DELEGATECALL || kind == CTXVM_FRAME_DYNDELEGATECALL;
 }
 
-static int ctxvm_ctx_call(struct ctxvm_endpoint *ep, struct ctxvm_msg *msg)
+static int ctxvm_ctx_call(struct ctxvm_endpoint *ep, const struct ctxvm_msg *msg,
+			  void __user *argp)
 {
 	struct ctxvm_session *sess = ep->sess;
 	bool syscall = msg->kind == CTXVM_FRAME_SYSCALL;
@@ -479,7 +476,7 @@ static int ctxvm_ctx_call(struct ctxvm_endpoint *ep, struct ctxvm_msg *msg)
 		ret = -EMFILE;
 	} else {
 		req.new_owner = child ? sess->next_id : 0;
-		ret = ctxvm_errno(ctxvm_core_call(&sess->core, ep->id, &req, &grant));
+		ret = ctxvm_status_errno(ctxvm_core_call(&sess->core, ep->id, &req, &grant));
 	}
 	if (ret) {
 		mutex_unlock(&sess->lock);
@@ -519,7 +516,7 @@ static int ctxvm_ctx_call(struct ctxvm_endpoint *ep, struct ctxvm_msg *msg)
 	mutex_unlock(&sess->lock);
 
 	/* The call is made: a signal now must not restart it. */
-	ret = ctxvm_recv(ep, msg);
+	ret = ctxvm_recv(ep, argp);
 	if (ret == -ERESTARTSYS)
 		ret = -EINTR;
 out_free:
@@ -550,7 +547,7 @@ static int ctxvm_ctx_return(struct ctxvm_endpoint *ep, const struct ctxvm_msg *m
 	}
 	mutex_lock(&sess->lock);
 	ret = sess->shutdown ? -ESHUTDOWN :
-	      ctxvm_errno(ctxvm_core_return(&sess->core, ep->id, msg->gas, &u));
+	      ctxvm_status_errno(ctxvm_core_return(&sess->core, ep->id, msg->gas, &u));
 	if (!ret) {
 		if (u.popped_guarded) {
 			guard->msg.type = CTXVM_MSG_GUARD_END;
@@ -597,7 +594,7 @@ static int ctxvm_ctx_fail(struct ctxvm_endpoint *ep, const struct ctxvm_msg *msg
 	mutex_lock(&sess->lock);
 	old_depth = sess->core.depth;
 	ret = sess->shutdown ? -ESHUTDOWN :
-	      ctxvm_errno(ctxvm_core_fail(&sess->core, ep->id, msg->gas, &u));
+	      ctxvm_status_errno(ctxvm_core_fail(&sess->core, ep->id, msg->gas, &u));
 	if (!ret) {
 		e->ev.type = CTXVM_EVENT_FAIL;
 		e->ev.flags = u.session_failed ? CTXVM_EVENT_F_SESSION_FAILED
@@ -624,7 +621,7 @@ static int ctxvm_ctx_finish(struct ctxvm_endpoint *ep, const struct ctxvm_msg *m
 		return -ENOMEM;
 	mutex_lock(&sess->lock);
 	ret = sess->shutdown ? -ESHUTDOWN :
-	      ctxvm_errno(ctxvm_core_finish(&sess->core, ep->id));
+	      ctxvm_status_errno(ctxvm_core_finish(&sess->core, ep->id));
 	if (!ret) {
 		e->ev.type = CTXVM_EVENT_FINISH;
 		e->ev.endpoint = ep->id;
@@ -646,7 +643,7 @@ static int ctxvm_ctx_caller(struct ctxvm_endpoint *ep, struct ctxvm_msg *msg)
 
 	mutex_lock(&sess->lock);
 	ret = sess->shutdown ? -ESHUTDOWN :
-	      ctxvm_errno(ctxvm_core_caller(&sess->core, ep->id, digest));
+	      ctxvm_status_errno(ctxvm_core_caller(&sess->core, ep->id, digest));
 	mutex_unlock(&sess->lock);
 	if (ret)
 		return ret;
@@ -719,11 +716,9 @@ static long ctxvm_ctx_ioctl(struct file *file, unsigned int cmd, unsigned long a
 	}
 	switch (cmd) {
 	case CTXVM_CTX_WAIT:
-		ret = ctxvm_recv(ep, &msg);
-		break;
+		return ctxvm_recv(ep, argp);
 	case CTXVM_CTX_CALL:
-		ret = ctxvm_ctx_call(ep, &msg);
-		break;
+		return ctxvm_ctx_call(ep, &msg, argp);
 	case CTXVM_CTX_RETURN:
 		return ctxvm_ctx_return(ep, &msg);
 	case CTXVM_CTX_FAIL:
@@ -739,7 +734,7 @@ static long ctxvm_ctx_ioctl(struct file *file, unsigned int cmd, unsigned long a
 	}
 	if (ret)
 		return ret;
-	/* msg was filled whole from a zeroed mail or by memset. */
+	/* msg was filled whole by memset. */
 	if (copy_to_user(argp, &msg, sizeof(msg)))
 		return -EFAULT;
 	return 0;
@@ -751,10 +746,10 @@ static __poll_t ctxvm_ctx_poll(struct file *file, poll_table *wait)
 	__poll_t mask = 0;
 
 	poll_wait(file, &ep->wq, wait);
-	if (READ_ONCE(ep->nmail))
+	if (ctxvm_ep_done(ep))
+		mask |= EPOLLHUP;               /* what is queued is never delivered */
+	else if (READ_ONCE(ep->nmail))
 		mask |= EPOLLIN | EPOLLRDNORM;
-	else if (ctxvm_ep_done(ep))
-		mask |= EPOLLHUP;
 	return mask;
 }
 
@@ -846,7 +841,7 @@ static int ctxvm_session_add_kernel_proc(struct ctxvm_session *sess, void __user
 	if (sess->core.state != CTXVM_S_IDLE)
 		ret = -EBUSY;
 	else
-		ret = ctxvm_errno(ctxvm_core_add_kernel_proc(&sess->core, kp.digest));
+		ret = ctxvm_status_errno(ctxvm_core_add_kernel_proc(&sess->core, kp.digest));
 	mutex_unlock(&sess->lock);
 	return ret;
 }
@@ -880,8 +875,8 @@ static int ctxvm_session_start(struct ctxvm_session *sess, void __user *argp)
 	} else {
 		if (st.depth_limit)
 			sess->core.capacity = (u32)st.depth_limit;
-		ret = ctxvm_errno(ctxvm_core_start(&sess->core, sess->next_id, st.digest,
-						   st.gas));
+		ret = ctxvm_status_errno(ctxvm_core_start(&sess->core, sess->next_id,
+							  st.digest, st.gas));
 	}
 	if (ret) {
 		mutex_unlock(&sess->lock);

@@ -292,3 +292,29 @@ int ctxvm_core_sync_fmp(struct ctxvm_session_core *s, ctx_u64 requester, ctx_u64
 	s->ctx0_fmp = fmp;
 	return CTXVM_B_OK;
 }
+
+int ctxvm_status_errno(int status)
+{
+	switch (status) {
+	case CTXVM_B_OK:
+		return 0;
+	case CTXVM_B_NOT_OWNER:
+		return -EBUSY;
+	case CTXVM_B_SYSCALL_IN_KERNEL:
+		return -EDEADLK;
+	case CTXVM_B_NOT_KERNEL_TARGET:
+		return -ENOENT;
+	case CTXVM_B_DEPTH:
+		return -ELOOP;
+	case CTXVM_B_GAS:
+		return -ERANGE;
+	case CTXVM_B_NO_SESSION:
+		return -ESHUTDOWN;
+	case CTXVM_B_ROOT_RETURN:
+		return -EPROTO;
+	case CTXVM_B_TOO_MANY:
+		return -ENOSPC;
+	default:
+		return -EINVAL;
+	}
+}

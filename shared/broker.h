@@ -130,6 +130,11 @@ int ctxvm_core_fail(struct ctxvm_session_core *s, ctx_u64 requester, ctx_u64 gas
 int ctxvm_core_abort(struct ctxvm_session_core *s, ctx_u64 dead_owner, struct ctxvm_unwind *out);
 int ctxvm_core_finish(struct ctxvm_session_core *s, ctx_u64 requester);
 int ctxvm_core_caller(const struct ctxvm_session_core *s, ctx_u64 requester, ctx_u64 out[4]);
+/*
+ * A refusal as the negative errno both transports answer with (the ioctl's
+ * return value, or the embedded broker's CTXVM_MSG_STATUS); 0 for CTXVM_B_OK.
+ */
+int ctxvm_status_errno(int status);
 int ctxvm_core_sync_fmp(struct ctxvm_session_core *s, ctx_u64 requester, ctx_u64 fmp);
 
 static inline const struct ctxvm_frame *ctxvm_core_top(const struct ctxvm_session_core *s)

@@ -8,6 +8,7 @@
 #define CTXVM_COMPAT_H
 
 #ifdef __KERNEL__
+#include <linux/errno.h>
 #include <linux/types.h>
 #include <linux/string.h>
 typedef u8 ctx_u8;
@@ -15,6 +16,7 @@ typedef u32 ctx_u32;
 typedef u64 ctx_u64;
 typedef s64 ctx_s64;
 #else
+#include <errno.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <string.h>

@@ -33,7 +33,15 @@ enum ctxvm_msg_type {
 	CTXVM_MSG_CALLER_REPLY = 18,
 	CTXVM_MSG_GUARD_BEGIN = 19,     /* context 0: start journaling memory */
 	CTXVM_MSG_GUARD_END = 20,       /* context 0: commit (arg 0) or roll back (1) */
-	CTXVM_MSG_TYPE_MAX = 20,
+	/*
+	 * Embedded broker only: a request's return value, as the ioctl would
+	 * return it (status = 0 or a positive errno).  Every request is
+	 * answered before anything it causes is sent: CALL by its first
+	 * message or a refusal, CALLER by CALLER_REPLY or a refusal, RETURN,
+	 * FAIL and FINISH by STATUS.
+	 */
+	CTXVM_MSG_STATUS = 21,
+	CTXVM_MSG_TYPE_MAX = 21,
 };
 
 /* CTXVM_MSG_RESULT.status */
@@ -96,12 +104,17 @@ struct ctxvm_msg {
  *   CTXVM_CTX_WAIT           blocks for the next message to this context (RUN,
  *                            RESULT, GUARD_BEGIN, GUARD_END); -ESHUTDOWN when
  *                            none can come any more (its activation is over,
- *                            the run ended or failed, the session fd closed).
+ *                            the run ended or failed, the session fd closed);
+ *                            what is still queued then is dropped, never
+ *                            delivered.  A message it cannot write out
+ *                            (-EFAULT) stays first in line for the next WAIT.
  *   CTXVM_CTX_CALL           a CALL message (kind = frame kind): pushes the
  *                            frame, then waits as CTXVM_CTX_WAIT and returns
  *                            the first message (context 0 receives nested RUNs
  *                            here).  Interrupted by a signal after the call was
  *                            made, it returns -EINTR: fetch the rest with WAIT.
+ *                            Likewise -EFAULT when the call was made but the
+ *                            message cannot be written out.
  *   CTXVM_CTX_RETURN         a RETURN message (gas used, result window).
  *   CTXVM_CTX_FAIL           a FAIL message (error kind, pc, gas used, text).
  *   CTXVM_CTX_CALLER         a CALLER message in, the CALLER_REPLY out.

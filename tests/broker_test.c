@@ -3,6 +3,7 @@
  * The broker core (shared/broker.c) on its own: every operation, every
  * refusal, and the unwinding rules of SPEC §4, §5 and §7.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "../shared/broker.h"
@@ -360,6 +361,22 @@ TEST(kernel_table_is_bounded)
 	}
 	EXPECT_EQ(CTXVM_B_TOO_MANY, ctxvm_core_add_kernel_proc(&s, d));
 	COVERAGE_DUMP();
+}
+
+/* Each refusal has its own errno, the same on both transports. */
+TEST(refusals_map_to_distinct_errnos)
+{
+	static const int want[] = {
+		[CTXVM_B_OK] = 0, [CTXVM_B_NOT_OWNER] = -EBUSY, [CTXVM_B_BAD_KIND] = -EINVAL,
+		[CTXVM_B_SYSCALL_IN_KERNEL] = -EDEADLK, [CTXVM_B_NOT_KERNEL_TARGET] = -ENOENT,
+		[CTXVM_B_DEPTH] = -ELOOP, [CTXVM_B_GAS] = -ERANGE, [CTXVM_B_NO_SESSION] = -ESHUTDOWN,
+		[CTXVM_B_ROOT_RETURN] = -EPROTO, [CTXVM_B_BAD_FMP] = -EINVAL,
+		[CTXVM_B_TOO_MANY] = -ENOSPC,
+	};
+
+	for (unsigned i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		EXPECT_EQ(want[i], ctxvm_status_errno((int)i));
+	EXPECT_EQ(-EINVAL, ctxvm_status_errno(9999));
 }
 
 TEST_HARNESS_MAIN

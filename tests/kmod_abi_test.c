@@ -18,36 +18,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "kselftest_harness.h"
-#include "../shared/broker.h"
-#include "../shared/ctxvm_uapi.h"
+#define PROTO_KMOD 1
+#include "protocol.h"
 
 #define DEV "/dev/ctxvm"
 #define PARAMS "/sys/module/ctxvm/parameters/"
-
-static const __u64 D_ROOT[4] = { 0x100, 1, 2, 3 };
-static const __u64 D_P[4] = { 0x200, 1, 2, 3 };
-static const __u64 D_U[4] = { 0x300, 1, 2, 3 };
-static const __u64 D_Q[4] = { 0x400, 1, 2, 3 };
-static const __u64 D_K1[4] = { 0x500, 1, 2, 3 };
-static const __u64 D_K2[4] = { 0x600, 1, 2, 3 };
-static const __u64 D_X[4] = { 0x700, 1, 2, 3 };   /* not a kernel export */
-static const __u64 ZERO[4];
-
-#define GAS 1000000ULL
-
-/* In a context process: report and leave on the first surprise. */
-#define CHECK(c) do { \
-	if (!(c)) { \
-		fprintf(stderr, "# context %d: check failed at line %d: %s (errno %d)\n", \
-			getpid(), __LINE__, #c, errno); \
-		_exit(1); \
-	} \
-} while (0)
 
 #define NEED_DEV(fd) do { \
 	fd = open(DEV, O_RDWR | O_CLOEXEC); \
@@ -59,11 +41,6 @@ static const __u64 ZERO[4];
 static int xioctl(int fd, unsigned long cmd, void *arg)
 {
 	return ioctl(fd, cmd, arg) < 0 ? -errno : 0;
-}
-
-static int dig_eq(const __u64 *a, const __u64 *b)
-{
-	return memcmp(a, b, 4 * sizeof(__u64)) == 0;
 }
 
 static int new_session(int dev)
@@ -122,76 +99,7 @@ static int root_here(int dev, int *sess)
 	return fd;
 }
 
-static int ctx_call(int fd, __u64 kind, const __u64 *d, __u64 gas, __u64 gas_arg, __u64 fmp,
-		    struct ctxvm_msg *out)
-{
-	struct ctxvm_msg m = { .type = CTXVM_MSG_CALL, .kind = kind, .gas = gas,
-			       .gas_arg = gas_arg, .fmp = fmp, .budget = 16 };
-
-	memcpy(m.digest, d, sizeof(m.digest));
-	m.window[0] = 11;
-	if (ioctl(fd, CTXVM_CTX_CALL, &m) < 0)
-		return -errno;
-	*out = m;
-	return 0;
-}
-
-static int ctx_wait(int fd, struct ctxvm_msg *out)
-{
-	return xioctl(fd, CTXVM_CTX_WAIT, out);
-}
-
-static int ctx_return(int fd, __u64 gas, __u64 w0)
-{
-	struct ctxvm_msg m = { .type = CTXVM_MSG_RETURN, .gas = gas };
-
-	m.window[0] = w0;
-	return xioctl(fd, CTXVM_CTX_RETURN, &m);
-}
-
-static int ctx_fail(int fd, __u64 gas)
-{
-	struct ctxvm_msg m = { .type = CTXVM_MSG_FAIL, .kind = 1, .gas = gas, .pc = 3 };
-
-	strcpy((char *)m.text, "assertion failed");
-	return xioctl(fd, CTXVM_CTX_FAIL, &m);
-}
-
-static int ctx_finish(int fd, __u64 gas)
-{
-	struct ctxvm_msg m = { .type = CTXVM_MSG_FINISH, .gas = gas };
-
-	return xioctl(fd, CTXVM_CTX_FINISH, &m);
-}
-
-static int ctx_caller(int fd, __u64 out[4])
-{
-	struct ctxvm_msg m = { .type = CTXVM_MSG_CALLER };
-	int r = xioctl(fd, CTXVM_CTX_CALLER, &m);
-
-	if (!r) {
-		if (m.type != CTXVM_MSG_CALLER_REPLY)
-			return -EPROTO;
-		memcpy(out, m.digest, sizeof(m.digest));
-	}
-	return r;
-}
-
-static int caller_is(int fd, const __u64 *want)
-{
-	__u64 d[4];
-
-	return ctx_caller(fd, d) == 0 && dig_eq(d, want);
-}
-
 /* ---- the runner side ---- */
-
-typedef void (*ctx_fn)(int fd, const struct ctxvm_msg *run);
-
-struct role {
-	const __u64 *digest;
-	ctx_fn fn;
-};
 
 struct runner {
 	int sess;
@@ -303,77 +211,6 @@ static void runner_init(struct runner *r, int sess, const struct role *roles, in
 
 /* ---- the seed scenario: root →call P →syscall K1 →call U →syscall K2 ---- */
 
-#define ROOT_FMP (CTXVM_FMP_INIT + 4)
-
-static void seed_u(int fd, const struct ctxvm_msg *run)
-{
-	struct ctxvm_msg m;
-	int r;
-
-	CHECK(run->kind == CTXVM_FRAME_CALL && run->ctx_id == 2);
-	CHECK(run->fmp == CTXVM_FMP_INIT && run->gas == 700000);
-	CHECK(caller_is(fd, D_U));
-	CHECK(ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K2, 600000, 0, CTXVM_FMP_INIT, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_OK && m.gas == 10);
-	CHECK(caller_is(fd, D_U));
-	CHECK(ctx_return(fd, 20, 42) == 0);
-	/* Its activation is over: a second return is refused (the run may have ended). */
-	r = ctx_return(fd, 20, 42);
-	CHECK(r == -EBUSY || r == -ESHUTDOWN);
-	CHECK(ctx_wait(fd, &m) == -ESHUTDOWN);
-}
-
-static void seed_p(int fd, const struct ctxvm_msg *run)
-{
-	struct ctxvm_msg m;
-
-	CHECK(run->kind == CTXVM_FRAME_CALL && run->ctx_id == 1 && run->window[0] == 11);
-	CHECK(run->gas == 900000);
-	CHECK(caller_is(fd, D_P));
-	CHECK(ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, 800000, 0, CTXVM_FMP_INIT, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_OK && m.gas == 30);
-	CHECK(m.window[0] == 43);
-	CHECK(caller_is(fd, D_P));
-	CHECK(ctx_return(fd, 40, 44) == 0);
-}
-
-static void seed_root(int fd, const struct ctxvm_msg *run)
-{
-	struct ctxvm_msg m, k2;
-	__u64 k1_fmp;
-
-	CHECK(run->kind == CTXVM_FRAME_ROOT && run->ctx_id == 0 && run->window[0] == 7);
-	CHECK(run->fmp == CTXVM_FMP_INIT && run->gas == GAS);
-	CHECK(caller_is(fd, ZERO));
-	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_P, 900000, 0, ROOT_FMP, &m) == 0);
-	/* K1, a syscall from P, runs here with P's identity, above root's locals. */
-	CHECK(m.type == CTXVM_MSG_RUN && m.kind == CTXVM_FRAME_SYSCALL && m.ctx_id == 0);
-	CHECK(dig_eq(m.digest, D_K1) && m.fmp == ROOT_FMP && m.gas == 800000);
-	CHECK(caller_is(fd, D_P));
-	k1_fmp = m.fmp + 8;
-	CHECK(ctx_call(fd, CTXVM_FRAME_CALL, D_U, 700000, 0, k1_fmp, &k2) == 0);
-	/* K2, a syscall from U: U's identity, K2's locals above K1's. */
-	CHECK(k2.type == CTXVM_MSG_RUN && k2.kind == CTXVM_FRAME_SYSCALL);
-	CHECK(dig_eq(k2.digest, D_K2) && k2.fmp == k1_fmp && k2.gas == 600000);
-	CHECK(caller_is(fd, D_U));
-	/* A syscall while a syscall is executing is refused. */
-	CHECK(ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, 500000, 0, k1_fmp, &m) == -EDEADLK);
-	CHECK(ctx_return(fd, 10, 0) == 0);
-	CHECK(ctx_wait(fd, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_OK && m.window[0] == 42);
-	CHECK(m.gas == 20);
-	CHECK(caller_is(fd, D_P));
-	CHECK(ctx_return(fd, 30, 43) == 0);
-	CHECK(ctx_wait(fd, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_RESULT && m.window[0] == 44 && m.gas == 40);
-	CHECK(caller_is(fd, ZERO));
-	CHECK(ctx_return(fd, 1, 0) == -EPROTO);        /* the root frame finishes */
-	CHECK(ctx_finish(fd, 100) == 0);
-	CHECK(ctx_wait(fd, &m) == -ESHUTDOWN);
-}
-
-static const struct role seed_roles[] = { { D_P, seed_p }, { D_U, seed_u } };
-
 /*
  * The events of the seed scenario: every push and pop, with the endpoint it
  * concerns, the caller and the depth after it.  Endpoints are numbered from
@@ -474,56 +311,15 @@ TEST(parallel_sessions)
 	close(dev);
 }
 
-/* ---- delegatecall: identity, gas, guarded failure ---- */
-
-static void dg_fails(int fd, const struct ctxvm_msg *run)
-{
-	struct ctxvm_msg m;
-
-	CHECK(run->kind == CTXVM_FRAME_DELEGATECALL && run->gas == 64000 - 1000);
-	CHECK(caller_is(fd, ZERO));        /* the delegator's identity: root's */
-	CHECK(ctx_fail(fd, 500) == 0);
-	CHECK(ctx_wait(fd, &m) == -ESHUTDOWN);
-}
-
-static void dg_ok(int fd, const struct ctxvm_msg *run)
-{
-	CHECK(run->kind == CTXVM_FRAME_DYNDELEGATECALL && run->gas == 300);
-	CHECK(caller_is(fd, ZERO));
-	CHECK(ctx_return(fd, 7, 5) == 0);
-}
-
-static void dg_root(int fd, const struct ctxvm_msg *run)
-{
-	struct ctxvm_msg m;
-
-	CHECK(ctx_call(fd, CTXVM_FRAME_DELEGATECALL, D_P, 64000, GAS, ROOT_FMP, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_GUARD_BEGIN);
-	CHECK(ctx_wait(fd, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_GUARD_END && m.status == 1 && m.fmp == ROOT_FMP);
-	CHECK(ctx_wait(fd, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_GUARD_FAILED);
-	CHECK(m.gas == 500);
-	CHECK(caller_is(fd, ZERO));
-	CHECK(ctx_call(fd, CTXVM_FRAME_DYNDELEGATECALL, D_U, 60000, 300, ROOT_FMP, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_GUARD_BEGIN);
-	CHECK(ctx_wait(fd, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_GUARD_END && m.status == 0);
-	CHECK(ctx_wait(fd, &m) == 0);
-	CHECK(m.type == CTXVM_MSG_RESULT && m.status == CTXVM_RESULT_OK && m.window[0] == 5);
-	CHECK(ctx_finish(fd, 1) == 0);
-}
-
 TEST(delegatecall_guarded_failure_and_success)
 {
-	static const struct role roles[] = { { D_P, dg_fails }, { D_U, dg_ok } };
 	struct runner r;
 	int dev, s;
 
 	NEED_DEV(dev);
 	s = new_session(dev);
 	ASSERT_LE(0, s);
-	runner_init(&r, s, roles, 2, dg_root);
+	runner_init(&r, s, dg_roles, 2, dg_root);
 	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_FAIL));
 	EXPECT_EQ((__u32)CTXVM_EVENT_F_CAUGHT, r.last.flags);
 	EXPECT_EQ(500ULL, r.last.msg.gas);
@@ -539,36 +335,17 @@ TEST(delegatecall_guarded_failure_and_success)
 
 TEST(syscall_and_call_refusals)
 {
-	struct ctxvm_msg m;
-	int dev, s, fd;
+	struct runner r;
+	int dev, s;
 
 	NEED_DEV(dev);
-	fd = root_here(dev, &s);
-	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, ctx_wait(fd, &m));
-	ASSERT_EQ((__u64)CTXVM_MSG_RUN, m.type);
-	EXPECT_EQ(-ENOENT, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_X, 100, 0, 0, &m));
-	EXPECT_EQ(-EINVAL, ctx_call(fd, CTXVM_FRAME_ROOT, D_P, 100, 0, 0, &m));
-	EXPECT_EQ(-EINVAL, ctx_call(fd, CTXVM_FRAME_KIND_MAX + 1, D_P, 100, 0, 0, &m));
-	EXPECT_EQ(-ERANGE, ctx_call(fd, CTXVM_FRAME_CALL, D_P, GAS + 1, 0, 0, &m));
-	EXPECT_EQ(-EPROTO, ctx_return(fd, 0, 0));
-	/* A syscall from root runs right here, with root's (zero) identity. */
-	ASSERT_EQ(0, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K1, 5000, 0, ROOT_FMP, &m));
-	EXPECT_EQ((__u64)CTXVM_MSG_RUN, m.type);
-	EXPECT_EQ((__u64)ROOT_FMP, m.fmp);
-	EXPECT_TRUE(caller_is(fd, ZERO));
-	EXPECT_EQ(-EDEADLK, ctx_call(fd, CTXVM_FRAME_SYSCALL, D_K2, 100, 0, 0, &m));
-	EXPECT_EQ(-ERANGE, ctx_return(fd, 5001, 0));
-	EXPECT_EQ(-EBUSY, ctx_finish(fd, 0));           /* not at the root frame */
-	ASSERT_EQ(0, ctx_return(fd, 50, 9));
-	ASSERT_EQ(0, ctx_wait(fd, &m));
-	EXPECT_EQ((__u64)CTXVM_MSG_RESULT, m.type);
-	EXPECT_EQ(9ULL, m.window[0]);
-	/* A failure that nothing catches fails the run. */
-	ASSERT_EQ(0, ctx_fail(fd, 1));
-	EXPECT_EQ(-ESHUTDOWN, ctx_wait(fd, &m));
-	EXPECT_EQ(-ESHUTDOWN, ctx_caller(fd, m.digest));
-	close(fd);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	runner_init(&r, s, NULL, 0, refusals_root);
+	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_FAIL));
+	EXPECT_EQ((__u32)CTXVM_EVENT_F_SESSION_FAILED, r.last.flags);
+	EXPECT_EQ(0, strcmp((char *)r.last.msg.text, "assertion failed"));
+	EXPECT_EQ(0, reap(&r));
 	close(s);
 	close(dev);
 }
@@ -641,12 +418,15 @@ TEST(wrong_frame_return_and_caller_refused)
 
 /* ---- a context killed mid-call ---- */
 
+static int km_ready[2];
+
 static void km_sleeper(int fd, const struct ctxvm_msg *run)
 {
 	struct ctxvm_msg m;
 	int r;
 
 	(void)run;
+	CHECK(write(km_ready[1], "r", 1) == 1);        /* it has its RUN */
 	/* Its frame is popped under it when its caller dies. */
 	CHECK(ctx_wait(fd, &m) == -ESHUTDOWN);
 	r = ctx_return(fd, 1, 1);
@@ -691,8 +471,10 @@ static void killed_mid_call(struct __test_metadata *_metadata, ctx_fn root, __u3
 	static const struct role roles[] = { { D_P, km_middle }, { D_Q, km_sleeper } };
 	struct runner r;
 	int dev, s, st;
+	char c;
 
 	NEED_DEV(dev);
+	ASSERT_EQ(0, pipe(km_ready));
 	s = new_session(dev);
 	ASSERT_LE(0, s);
 	runner_init(&r, s, roles, 2, root);
@@ -702,6 +484,8 @@ static void killed_mid_call(struct __test_metadata *_metadata, ctx_fn root, __u3
 	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_SPAWN));            /* Q: P is in its call */
 	r.pids[r.npids] = spawn(s, r.last.endpoint, km_sleeper);
 	ASSERT_LT(0, r.pids[r.npids++]);
+	/* Q must hold its RUN first: once P is gone, Q's RUN is never delivered. */
+	ASSERT_EQ(1, read(km_ready[0], &c, 1));
 	ASSERT_EQ(0, kill(r.pids[1], SIGKILL));
 	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_DIED));
 	EXPECT_EQ(want_flags, r.last.flags);
@@ -713,6 +497,8 @@ static void killed_mid_call(struct __test_metadata *_metadata, ctx_fn root, __u3
 		EXPECT_EQ((__u32)CTXVM_EVENT_FINISH, r.last.type);
 	}
 	EXPECT_EQ(0, reap(&r));
+	close(km_ready[0]);
+	close(km_ready[1]);
 	close(s);
 	close(dev);
 }
@@ -725,6 +511,149 @@ TEST(killed_mid_call_fails_the_run)
 TEST(killed_mid_call_caught_by_delegatecall)
 {
 	killed_mid_call(_metadata, km_root_guarded, CTXVM_EVENT_F_CAUGHT);
+}
+
+/* ---- nothing is delivered once an activation is over ---- */
+
+static void sr_root(int fd, const struct ctxvm_msg *run)
+{
+	struct ctxvm_msg m;
+
+	(void)run;
+	ctx_call(fd, CTXVM_FRAME_CALL, D_P, 9000, 0, 0, &m);
+	_exit(1);       /* it must be killed inside the call */
+}
+
+/*
+ * The runner takes the context fd of a SPAWNed endpoint but starts no
+ * process for it yet; then its caller is killed.  Its RUN was queued, but
+ * its activation is over: a process binding the fd late must get -ESHUTDOWN,
+ * not the stale RUN.  `guarded`: root delegatecalls P, P calls Q and P is
+ * killed (caught, the run goes on; Q's fd is the one held); else root calls
+ * P and root is killed (the run fails; P's fd is held).
+ */
+static void stale_run(struct __test_metadata *_metadata, bool guarded)
+{
+	static const struct role roles[] = { { D_P, km_middle } };
+	struct pollfd p = { .events = POLLIN };
+	int dev, s, fd, st, victim;
+	struct runner r;
+	pid_t pid;
+
+	NEED_DEV(dev);
+	s = new_session(dev);
+	ASSERT_LE(0, s);
+	runner_init(&r, s, roles, 1, guarded ? km_root_guarded : sr_root);
+	ASSERT_LT(0, r.pids[0]);
+	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_SPAWN));            /* P */
+	if (guarded) {
+		r.pids[r.npids] = spawn(s, r.last.endpoint, km_middle);
+		ASSERT_LT(0, r.pids[r.npids++]);
+		ASSERT_EQ(0, serve(&r, CTXVM_EVENT_SPAWN));    /* Q: P is in its call */
+	}
+	fd = ctx_fd(s, r.last.endpoint);
+	ASSERT_LE(0, fd);
+	victim = r.npids - 1;
+	ASSERT_EQ(0, kill(r.pids[victim], SIGKILL));
+	ASSERT_EQ(0, serve(&r, CTXVM_EVENT_DIED));
+	EXPECT_EQ(guarded ? CTXVM_EVENT_F_CAUGHT : CTXVM_EVENT_F_SESSION_FAILED, r.last.flags);
+	ASSERT_EQ(r.pids[victim], waitpid(r.pids[victim], &st, 0));
+	EXPECT_TRUE(WIFSIGNALED(st));
+	r.pids[victim] = r.pids[--r.npids];
+	/* poll says so too: hung up, nothing to read */
+	p.fd = fd;
+	EXPECT_EQ(1, poll(&p, 1, 0));
+	EXPECT_EQ(POLLHUP, p.revents);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct ctxvm_msg m;
+		int rr;
+
+		close(s);
+		CHECK(ioctl(fd, CTXVM_CTX_BIND, 0) == 0);
+		rr = ctx_wait(fd, &m);
+		if (rr == 0)
+			fprintf(stderr, "# a stale message of type %llu\n",
+				(unsigned long long)m.type);
+		CHECK(rr == -ESHUTDOWN);
+		CHECK(ctx_wait(fd, &m) == -ESHUTDOWN);
+		rr = ctx_return(fd, 1, 1);
+		CHECK(rr == -EBUSY || rr == -ESHUTDOWN);
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(fd);
+	if (guarded) {
+		ASSERT_EQ(0, serve(&r, 0));
+		EXPECT_EQ((__u32)CTXVM_EVENT_FINISH, r.last.type);
+	}
+	EXPECT_EQ(0, reap(&r));
+	close(s);
+	close(dev);
+}
+
+TEST(no_stale_run_after_the_run_failed)
+{
+	stale_run(_metadata, false);
+}
+
+TEST(no_stale_run_after_the_activation_was_unwound)
+{
+	stale_run(_metadata, true);
+}
+
+/* ---- a message that cannot be written out is not lost ---- */
+
+TEST(wait_and_call_efault_keep_the_message)
+{
+	struct ctxvm_msg m, *ro;
+	struct pollfd p = { .events = POLLIN };
+	int dev, s, fd;
+
+	NEED_DEV(dev);
+	fd = root_here(dev, &s);
+	ASSERT_LE(0, fd);
+	ro = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, ro);
+	ASSERT_EQ(0, mprotect(ro, 4096, PROT_READ));
+	/* WAIT into a read-only buffer: -EFAULT, and the RUN stays first in line */
+	EXPECT_EQ(-EFAULT, xioctl(fd, CTXVM_CTX_WAIT, ro));
+	p.fd = fd;
+	ASSERT_EQ(1, poll(&p, 1, 2000));
+	EXPECT_EQ(POLLIN, p.revents);
+	ASSERT_EQ(0, ctx_wait(fd, &m));
+	EXPECT_EQ((__u64)CTXVM_MSG_RUN, m.type);
+	EXPECT_EQ((__u64)CTXVM_FRAME_ROOT, m.kind);
+	EXPECT_EQ(7ULL, m.window[0]);
+	/* A CALL it can read but not write is made; its message waits for WAIT. */
+	memset(&m, 0, sizeof(m));
+	m.type = CTXVM_MSG_CALL;
+	m.kind = CTXVM_FRAME_SYSCALL;
+	m.gas = 5000;
+	m.fmp = ROOT_FMP;
+	memcpy(m.digest, D_K1, sizeof(m.digest));
+	ASSERT_EQ(0, mprotect(ro, 4096, PROT_READ | PROT_WRITE));
+	*ro = m;
+	ASSERT_EQ(0, mprotect(ro, 4096, PROT_READ));
+	EXPECT_EQ(-EFAULT, xioctl(fd, CTXVM_CTX_CALL, ro));
+	p.revents = 0;
+	ASSERT_EQ(1, poll(&p, 1, 2000));
+	ASSERT_EQ(0, ctx_wait(fd, &m));
+	EXPECT_EQ((__u64)CTXVM_MSG_RUN, m.type);
+	EXPECT_EQ((__u64)CTXVM_FRAME_SYSCALL, m.kind);
+	EXPECT_TRUE(dig_eq(m.digest, D_K1));
+	EXPECT_EQ(0, ctx_return(fd, 10, 3));
+	ASSERT_EQ(0, ctx_wait(fd, &m));
+	EXPECT_EQ((__u64)CTXVM_MSG_RESULT, m.type);
+	EXPECT_EQ(3ULL, m.window[0]);
+	EXPECT_EQ(0, ctx_finish(fd, 20));
+	EXPECT_EQ(-ESHUTDOWN, ctx_wait(fd, &m));
+	munmap(ro, 4096);
+	close(fd);
+	close(s);
+	close(dev);
 }
 
 TEST(closing_the_context_fd_releases_its_frames)

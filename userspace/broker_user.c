@@ -111,6 +111,15 @@ static void send_msg(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg 
 		(void)send(s->fd, m, sizeof(*m), MSG_NOSIGNAL);
 }
 
+/*
+ * A request's return value (ctxclient.h), sent before anything the request
+ * causes, so the requester reads it first.  `err` is 0 or a negative errno.
+ */
+static void answer(struct ubroker *ub, uint64_t owner, int err)
+{
+	send_msg(ub, owner, &(struct ctxvm_msg){ .type = CTXVM_MSG_STATUS, .status = (uint64_t)-err });
+}
+
 #ifdef CTXVM_TESTING
 struct ctx_user_served ctx_user_test_served[CTX_USER_TEST_SERVED_MAX];
 unsigned ctx_user_test_nserved;
@@ -419,6 +428,7 @@ static void start_frame(struct ubroker *ub, const struct ctxvm_call_grant *g, ui
 		.fmp = g->fmp, .ctx_id = g->ctx_id, .budget = budget,
 	};
 
+	memcpy(run.digest, ub->prog->procs[proc].digest, sizeof(run.digest));
 	ub->call_pc[idx] = pc;
 	ub->proc[idx] = proc;
 	ub->trace_node[idx] = runlog_trace_open(ub->res, ub->opts, idx, kind, proc, g->ctx_id,
@@ -438,14 +448,13 @@ static void on_call(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *
 	struct ctxvm_call_grant g;
 	const struct ctxvm_frame *top = ctxvm_core_top(&ub->core);
 	bool guarded = m->kind == CTXVM_FRAME_DELEGATECALL || m->kind == CTXVM_FRAME_DYNDELEGATECALL;
-	uint64_t used_so_far;
 	int64_t slot = 0;
-	char where[256], msg[512];
+	char msg[512];
 	int st;
 
 	if (m->proc >= ub->prog->nprocs || m->budget < CTX_STACK_MIN || m->budget > CTX_STACK_DEPTH_LIMIT ||
 	    memcmp(m->digest, ub->prog->procs[m->proc].digest, sizeof(m->digest)) != 0) {
-		context_died(ub, owner, "sent a malformed call");
+		answer(ub, owner, -EINVAL);
 		return;
 	}
 	memcpy(req.target, m->digest, sizeof(req.target));
@@ -480,34 +489,12 @@ static void on_call(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *
 	}
 	if (slot > 0)
 		release_slot(ub, (uint64_t)slot, NULL);
-	if (st == CTXVM_B_NOT_OWNER || st == CTXVM_B_BAD_KIND || st == CTXVM_B_GAS) {
-		context_died(ub, owner, "broke the protocol");
-		return;
-	}
-	/* A refused call is the requester's failure, like any other. */
-	ctx_format_location(ub->prog, (uint32_t)m->pc, where, sizeof(where));
-	used_so_far = top->gas_limit - m->gas;
-	if (st == CTXVM_B_SYSCALL_IN_KERNEL) {
-		snprintf(msg, sizeof(msg), "%s: syscall to %s while a syscall is executing", where,
-			 ub->prog->procs[m->proc].name);
-		fail_frame(ub, owner, CTX_E_SyscallInKernel, msg, (uint32_t)m->pc, used_so_far, false);
-	} else if (st == CTXVM_B_NOT_KERNEL_TARGET) {
-		snprintf(msg, sizeof(msg), "%s: %s is not exported by the kernel", where,
-			 ub->prog->procs[m->proc].name);
-		fail_frame(ub, owner, CTX_E_SyscallTargetNotInKernel, msg, (uint32_t)m->pc,
-			   used_so_far, false);
-	} else if (st == CTXVM_B_DEPTH && guarded) {
-		/* A delegatecall that cannot start fails guarded, in place. */
-		send_msg(ub, owner, &(struct ctxvm_msg){
-			.type = CTXVM_MSG_RESULT, .status = CTXVM_RESULT_GUARD_FAILED });
-	} else if (st == CTXVM_B_DEPTH) {
-		snprintf(msg, sizeof(msg), "%s: more than %d nested contexts", where,
-			 CTX_CALL_DEPTH_LIMIT);
-		fail_frame(ub, owner, CTX_E_CallDepthExceeded, msg, (uint32_t)m->pc, used_so_far, false);
-	} else {
-		runlog_error(ub->res, CTX_E_SystemError, "broker: call refused");
-		ub->done = true;
-	}
+	/*
+	 * Refused, as the kernel broker refuses: the requester turns a refusal
+	 * the program caused (a syscall in a syscall, too deep...) into its
+	 * frame's failure, and leaves on any other.
+	 */
+	answer(ub, owner, ctxvm_status_errno(st));
 }
 
 static void on_return(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *m)
@@ -517,10 +504,10 @@ static void on_return(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg
 	int st = ctxvm_core_return(&ub->core, owner, m->gas, &u);
 
 	if (st != CTXVM_B_OK) {
-		context_died(ub, owner, st == CTXVM_B_GAS ? "reported more gas than it had"
-							   : "returned out of turn");
+		answer(ub, owner, ctxvm_status_errno(st));
 		return;
 	}
+	answer(ub, owner, 0);
 	trace_close(ub, idx, m->gas, CTX_OK);
 	if (u.popped_guarded)
 		send_msg(ub, 0, &(struct ctxvm_msg){
@@ -554,41 +541,51 @@ static void on_message(struct ubroker *ub, uint64_t owner, const struct ctxvm_ms
 		on_return(ub, owner, m);
 		return;
 	case CTXVM_MSG_FAIL:
-		if (!top || top->owner != owner || m->kind == CTX_OK || m->kind >= CTX_E__COUNT ||
-		    m->gas > top->gas_limit) {
-			context_died(ub, owner, "sent a malformed failure");
+		if (m->kind == CTX_OK || m->kind >= CTX_E__COUNT) {
+			answer(ub, owner, -EINVAL);
 			return;
 		}
+		if (!top || top->owner != owner) {
+			answer(ub, owner, ctxvm_status_errno(CTXVM_B_NOT_OWNER));
+			return;
+		}
+		answer(ub, owner, 0);
 		memcpy(text, m->text, sizeof(m->text));
 		text[sizeof(m->text)] = '\0';
-		fail_frame(ub, owner, (enum ctx_error_kind)m->kind, text, (uint32_t)m->pc, m->gas, true);
+		/* As the core charges it: never more than the frame had. */
+		fail_frame(ub, owner, (enum ctx_error_kind)m->kind, text, (uint32_t)m->pc,
+			   m->gas < top->gas_limit ? m->gas : top->gas_limit, true);
 		return;
 	case CTXVM_MSG_CALLER: {
 		struct ctxvm_msg r = { .type = CTXVM_MSG_CALLER_REPLY };
 		ctx_u64 digest[4];
+		int st = ctxvm_core_caller(&ub->core, owner, digest);
 
-		if (ctxvm_core_caller(&ub->core, owner, digest) != CTXVM_B_OK) {
-			context_died(ub, owner, "asked for caller out of turn");
+		if (st != CTXVM_B_OK) {
+			answer(ub, owner, ctxvm_status_errno(st));
 			return;
 		}
 		memcpy(r.digest, digest, sizeof(r.digest));
 		send_msg(ub, owner, &r);
 		return;
 	}
-	case CTXVM_MSG_FINISH:
-		if (owner != 0 || ctxvm_core_finish(&ub->core, owner) != CTXVM_B_OK ||
-		    m->gas > ub->opts->gas) {
-			context_died(ub, owner, "finished out of turn");
+	case CTXVM_MSG_FINISH: {
+		int st = m->gas > ub->opts->gas ? CTXVM_B_GAS : ctxvm_core_finish(&ub->core, owner);
+
+		if (st != CTXVM_B_OK) {
+			answer(ub, owner, ctxvm_status_errno(st));
 			return;
 		}
+		answer(ub, owner, 0);
 		trace_close(ub, 0, m->gas, CTX_OK);
 		memcpy(ub->res->stack, m->window, sizeof(ub->res->stack));
 		ub->res->gas_used = m->gas;
 		ub->result = CTX_OK;
 		ub->done = true;
 		return;
+	}
 	default:
-		context_died(ub, owner, "sent an unknown message");
+		answer(ub, owner, -EINVAL);
 	}
 }
 

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * The context-process runtime (see ctxproc.h).  Messages are whole
- * struct ctxvm_msg packets; anything else from the broker is a protocol
- * error and ends the process.  Two transports carry them, hidden behind
- * send_msg/recv_msg: a SOCK_SEQPACKET endpoint to the embedded broker, or a
- * /dev/ctxvm context fd whose ioctls are the messages (shared/ctxvm_uapi.h).
+ * The context-process runtime (see ctxproc.h).  It talks to its broker
+ * through the client API (ctxclient.h), which hides the transport: the
+ * embedded broker's socket or a /dev/ctxvm context fd.  Anything it does
+ * not expect from the broker ends the process.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,15 +18,15 @@
 
 #include "../shared/broker.h"
 #include "../shared/ctxvm_uapi.h"
+#include "ctxclient.h"
 #include "ctxproc.h"
 #include "interp_core.h"
 
 #define MAX_GUARDS CTX_CALL_DEPTH_LIMIT
 
 struct ctxproc {
-	int fd;
-	bool kmod;              /* fd is a /dev/ctxvm context fd */
-	bool have_reply;        /* kmod: an ioctl already brought the next message */
+	struct ctxvm_client client;
+	bool have_reply;        /* a CALL already brought the next message */
 	struct ctxvm_msg reply;
 	struct vm_ctx ctx;
 	bool have_ctx;
@@ -38,79 +37,67 @@ struct ctxproc {
 	uint64_t abandon;
 };
 
-static unsigned long kmod_ioctl_of(uint64_t type)
+/* The run is over (leave quietly), or the broker refused us or made no sense. */
+static void __attribute__((noreturn)) leave(int r)
 {
-	switch (type) {
-	case CTXVM_MSG_CALL:
-		return CTXVM_CTX_CALL;
-	case CTXVM_MSG_RETURN:
-		return CTXVM_CTX_RETURN;
-	case CTXVM_MSG_FAIL:
-		return CTXVM_CTX_FAIL;
-	case CTXVM_MSG_CALLER:
-		return CTXVM_CTX_CALLER;
-	default:
-		return CTXVM_CTX_FINISH;
-	}
+	_exit(r == -ESHUTDOWN ? 0 : 3);
 }
 
 /*
- * 0, or for a CALL the kernel broker refused, the CTXVM_B_* reason (the
- * embedded broker decides refusals itself and answers with messages).
+ * 0, or for a CALL the broker refused, the CTXVM_B_* reason; any other
+ * refusal means this process broke the protocol, and it leaves.
  */
-static int send_msg(struct ctxproc *cp, const struct ctxvm_msg *m)
+static int send_msg(struct ctxproc *cp, struct ctxvm_msg *m)
 {
-	struct ctxvm_msg io;
+	int r;
 
-	if (!cp->kmod) {
-		if (write(cp->fd, m, sizeof(*m)) != (ssize_t)sizeof(*m))
-			_exit(3);       /* the broker is gone: nothing left to report to */
-		return 0;
-	}
-	io = *m;
-	if (ioctl(cp->fd, kmod_ioctl_of(m->type), &io) == 0) {
-		/* CALL and CALLER come back holding the first message for us. */
-		if (m->type == CTXVM_MSG_CALL || m->type == CTXVM_MSG_CALLER) {
-			cp->reply = io;
+	switch (m->type) {
+	case CTXVM_MSG_CALL:
+		r = ctxvm_client_call(&cp->client, m);
+		if (!r) {
+			/* It comes back holding the first message for us. */
+			cp->reply = *m;
 			cp->have_reply = true;
 		}
-		return 0;
-	}
-	if (m->type == CTXVM_MSG_CALL) {
-		switch (errno) {
-		case EINTR:             /* the call was made; the answer comes by WAIT */
+		switch (r) {
+		case 0:
+		case -EINTR:            /* the call was made; the answer comes by wait */
 			return 0;
-		case EDEADLK:
+		case -EDEADLK:
 			return CTXVM_B_SYSCALL_IN_KERNEL;
-		case ENOENT:
+		case -ENOENT:
 			return CTXVM_B_NOT_KERNEL_TARGET;
-		case ELOOP:
+		case -ELOOP:
 			return CTXVM_B_DEPTH;
 		}
+		break;
+	case CTXVM_MSG_RETURN:
+		r = ctxvm_client_return(&cp->client, m);
+		break;
+	case CTXVM_MSG_FAIL:
+		r = ctxvm_client_fail(&cp->client, m);
+		break;
+	default:
+		r = ctxvm_client_finish(&cp->client, m);
 	}
-	_exit(errno == ESHUTDOWN ? 0 : 3);      /* the run is over, or the broker refused us */
+	if (r)
+		leave(r);
+	return 0;
 }
 
 static void recv_msg(struct ctxproc *cp, struct ctxvm_msg *m)
 {
-	ssize_t n;
+	int r;
 
 	if (cp->have_reply) {
 		*m = cp->reply;
 		cp->have_reply = false;
-	} else if (cp->kmod) {
-		while (ioctl(cp->fd, CTXVM_CTX_WAIT, m) < 0)
-			if (errno != EINTR)
-				_exit(errno == ESHUTDOWN ? 0 : 4);
-	} else {
-		do
-			n = read(cp->fd, m, sizeof(*m));
-		while (n < 0 && errno == EINTR);
-		if (n != (ssize_t)sizeof(*m))
-			_exit(n == 0 ? 0 : 4);
+		return;
 	}
-	if (m->type < CTXVM_MSG_RUN || m->type > CTXVM_MSG_TYPE_MAX)
-		_exit(4);
+	while ((r = ctxvm_client_wait(&cp->client, m)) == -EINTR)
+		;
+	if (r)
+		leave(r);
 }
 
 static void run_activation(struct vm *vm, struct ctxproc *cp, const struct ctxvm_msg *run);
@@ -207,14 +194,14 @@ static enum ctx_error_kind remote_invoke(struct vm *vm, struct vm_ctx *caller_ct
 static enum ctx_error_kind remote_caller(struct vm *vm, struct vm_ctx *ctx, fe_t *out)
 {
 	struct ctxproc *cp = vm->backend;
-	struct ctxvm_msg m = { .type = CTXVM_MSG_CALLER };
+	__u64 digest[4];
+	int r;
 
 	(void)ctx;
-	send_msg(cp, &m);
-	recv_msg(cp, &m);
-	if (m.type != CTXVM_MSG_CALLER_REPLY)
-		_exit(4);
-	memcpy(out, m.digest, 4 * sizeof(fe_t));
+	r = ctxvm_client_caller(&cp->client, digest);
+	if (r)
+		leave(r);
+	memcpy(out, digest, sizeof(digest));
 	return CTX_OK;
 }
 
@@ -321,13 +308,13 @@ static void misbehave(struct ctxproc *cp, const struct ctxvm_msg *run)
 
 	/* raise() needs getpid and tgkill, which the sandbox forbids: fault instead. */
 	if (ctx_test.scan_secret_masked && secret_visible()) {
-		if (cp->kmod) {
+		if (cp->client.kmod) {
 			memset(&m, 0, sizeof(m));
 			m.type = CTXVM_MSG_FAIL;
 			strcpy((char *)m.text, "found the secret");
-			(void)ioctl(cp->fd, CTXVM_CTX_ABORT, &m);
+			(void)ioctl(cp->client.fd, CTXVM_CTX_ABORT, &m);
 		}
-		(void)write(cp->fd, "found the secret", 16);
+		(void)write(cp->client.fd, "found the secret", 16);
 		_exit(0);
 	}
 	if (ctx_test.crash_signal == SIGSEGV) {
@@ -341,16 +328,16 @@ static void misbehave(struct ctxproc *cp, const struct ctxvm_msg *run)
 		syscall(ctx_test.attack_syscall, 0, 0, 0, 0, 0, 0);
 	switch (ctx_test.endpoint) {
 	case TEST_ENDPOINT_GARBAGE:
-		if (cp->kmod) {
+		if (cp->client.kmod) {
 			/* a message of no type: the module refuses it, and a refused context leaves */
 			memset(&m, 0xa5, sizeof(m));
-			if (ioctl(cp->fd, CTXVM_CTX_RETURN, &m) < 0)
+			if (ioctl(cp->client.fd, CTXVM_CTX_RETURN, &m) < 0)
 				_exit(3);
 		}
-		(void)write(cp->fd, "garbage", 7);
+		(void)write(cp->client.fd, "garbage", 7);
 		break;
 	case TEST_ENDPOINT_CLOSE:
-		close(cp->fd);
+		close(cp->client.fd);
 		for (;;)
 			;
 	case TEST_ENDPOINT_LIE_GAS:
@@ -365,15 +352,15 @@ static void misbehave(struct ctxproc *cp, const struct ctxvm_msg *run)
 		break;
 	case TEST_ENDPOINT_HANG:
 		for (;;)
-			if (cp->kmod)
-				(void)ioctl(cp->fd, CTXVM_CTX_WAIT, &m);  /* nothing will come */
+			if (cp->client.kmod)
+				(void)ioctl(cp->client.fd, CTXVM_CTX_WAIT, &m);  /* nothing will come */
 			else
-				(void)read(cp->fd, &b, 1);
+				(void)read(cp->client.fd, &b, 1);
 	case TEST_ENDPOINT_NONE:
 		return;
 	}
 	/* Wait to be killed, as a liar would. */
-	while (read(cp->fd, &b, 1) > 0)
+	while (read(cp->client.fd, &b, 1) > 0)
 		;
 	_exit(0);
 }
@@ -415,11 +402,11 @@ void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts
 	};
 	struct ctxvm_msg m;
 
-	cp.fd = endpoint;
-	cp.kmod = opts->kmod_endpoint;
+	cp.client.fd = endpoint;
+	cp.client.kmod = opts->kmod_endpoint;
 
 	/* A context fd answers only the process that bound it. */
-	if (cp.kmod && ioctl(endpoint, CTXVM_CTX_BIND, 0) < 0)
+	if (ctxvm_client_bind(&cp.client) < 0)
 		_exit(4);
 	if (flags & CTXPROC_WARM_UP)
 		warm_up(&cp, &res, opts);
@@ -447,10 +434,10 @@ void ctxproc_main(const struct ctx_program *prog, const struct run_options *opts
 	 * moves the exit's work (unmapping, freeing the filter) off the
 	 * session's CPU.  On one CPU exiting at once is cheaper: no wake-up.
 	 */
-	if ((flags & CTXPROC_LINGER) && !cp.kmod) {
+	if ((flags & CTXPROC_LINGER) && !cp.client.kmod) {
 		char b;
 
-		while (read(cp.fd, &b, 1) > 0)
+		while (read(cp.client.fd, &b, 1) > 0)
 			;
 	}
 	_exit(0);

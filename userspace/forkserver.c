@@ -196,6 +196,12 @@ static void serve(int ctrl, int note, const struct ctx_program *prog,
 		free(sort);
 	}
 	mallopt(M_TOP_PAD, 0);
+	/*
+	 * Inherited by every context: one whose broker is gone gets EPIPE from
+	 * its next write, which the client API reports as -ESHUTDOWN, rather
+	 * than dying of a signal it cannot handle.
+	 */
+	signal(SIGPIPE, SIG_IGN);
 	as_base = vm_size_bytes();
 	for (;;) {
 		struct fs_request req = { 0 };
@@ -231,6 +237,12 @@ static void serve(int ctrl, int note, const struct ctx_program *prog,
 					fprintf(stderr, "ctxvm: sandbox: %s\n", err);
 					_exit(SETUP_FAILED_EXIT);
 				}
+#ifdef CTXVM_TESTING
+				if (ctx_test.context_main) {
+					ctx_test.context_main(SANDBOX_ENDPOINT_FD, kmod_endpoint);
+					_exit(0);
+				}
+#endif
 				ctxproc_main(prog, &child_opts, SANDBOX_ENDPOINT_FD,
 					     (req.pooled ? CTXPROC_WARM_UP : 0) |
 					     (session_cpu >= 0 ? CTXPROC_LINGER : 0));

@@ -111,6 +111,11 @@ struct ctx_test_switches {
 	 * holds no copy of it) and fail if it is found. */
 	uint64_t scan_secret_masked;
 	uint64_t plant;         /* a value every process has: the scan's control */
+	/*
+	 * Set: every context process runs this, sandboxed, on its endpoint
+	 * instead of the interpreter (tests/protocol_test.c scripts contexts).
+	 */
+	void (*context_main)(int endpoint, bool kmod_endpoint);
 };
 
 #define CTX_TEST_SECRET_MASK 0x5A5A5A5A5A5A5A5Aull
