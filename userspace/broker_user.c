@@ -174,6 +174,13 @@ static pid_t slot_pid(struct ubroker *ub, struct slot *s)
 	return s->pid;
 }
 
+/* Keep `hi` just past the last slot in use, so the poll loop scans no more. */
+static void trim_hi(struct ubroker *ub)
+{
+	while (ub->hi > 0 && ub->slots[ub->hi - 1].fd < 0)
+		ub->hi--;
+}
+
 /*
  * Close the endpoint and end the process.  With `how`, wait for it and say
  * how it ended; without, SIGKILL it and leave the reaping to the fork
@@ -202,8 +209,7 @@ static void release_slot(struct ubroker *ub, uint64_t owner, struct reaped *how)
 		how->status = -1;
 	else if (!how && pid > 0)
 		forkserver_release(&ub->fs, pid);
-	while (ub->hi > 0 && ub->slots[ub->hi - 1].fd < 0)
-		ub->hi--;
+	trim_hi(ub);
 }
 
 /*
@@ -319,8 +325,7 @@ static int64_t new_slot(struct ubroker *ub, uint64_t gas_limit)
 #endif
 		return (int64_t)i;
 fail:
-		while (ub->hi > 0 && ub->slots[ub->hi - 1].fd < 0)
-			ub->hi--;
+		trim_hi(ub);
 		return -1;
 	}
 	errno = EMFILE;
@@ -329,12 +334,11 @@ fail:
 
 /*
  * A frame failed: record the error, let the core unwind, clean up what was
- * popped, and tell the survivors.  `reporter_left` is true when the failing
- * frame's activation already ended in its process (a FAIL message) rather
- * than waiting in a CALL or being dead.
+ * popped, and tell the survivors.  Unless `owner` died, it reported the
+ * failure (a FAIL message), so its top activation has already ended in its
+ * process and is not abandoned.
  */
-static void unwind_failure(struct ubroker *ub, uint64_t owner, bool died, uint64_t used,
-			   bool reporter_left)
+static void unwind_failure(struct ubroker *ub, uint64_t owner, bool died, uint64_t used)
 {
 	struct ctxvm_unwind u;
 	uint32_t old_depth = ub->core.depth;
@@ -354,7 +358,7 @@ static void unwind_failure(struct ubroker *ub, uint64_t owner, bool died, uint64
 		trace_close(ub, i, i == old_depth - 1 ? used : f->gas_limit, kind);
 		if (f->owner != 0)
 			release_slot(ub, f->owner, NULL);
-		else if (!(reporter_left && i == old_depth - 1))
+		else if (died || i != old_depth - 1)
 			abandon++;
 	}
 	if (u.session_failed) {
@@ -378,12 +382,13 @@ static void unwind_failure(struct ubroker *ub, uint64_t owner, bool died, uint64
 	pool_refill(ub);
 }
 
+/* `owner` reported its top frame's failure. */
 static void fail_frame(struct ubroker *ub, uint64_t owner, enum ctx_error_kind kind,
-		       const char *msg, uint32_t pc, uint64_t used, bool reporter_left)
+		       const char *msg, uint32_t pc, uint64_t used)
 {
 	runlog_error(ub->res, kind, msg);
 	record_backtrace(ub, ub->core.depth - 1, pc);
-	unwind_failure(ub, owner, false, used, reporter_left);
+	unwind_failure(ub, owner, false, used);
 }
 
 /* The process behind `owner` is gone or broke the protocol: find out why, then unwind. */
@@ -416,7 +421,7 @@ static void context_died(struct ubroker *ub, uint64_t owner, const char *why)
 	}
 	runlog_error(ub->res, kind, msg);
 	record_backtrace(ub, ub->core.depth - 1, ub->call_pc[ub->core.depth - 1]);
-	unwind_failure(ub, owner, true, 0, false);
+	unwind_failure(ub, owner, true, 0);
 }
 
 static void start_frame(struct ubroker *ub, const struct ctxvm_call_grant *g, uint32_t kind,
@@ -554,7 +559,7 @@ static void on_message(struct ubroker *ub, uint64_t owner, const struct ctxvm_ms
 		text[sizeof(m->text)] = '\0';
 		/* As the core charges it: never more than the frame had. */
 		fail_frame(ub, owner, (enum ctx_error_kind)m->kind, text, (uint32_t)m->pc,
-			   m->gas < top->gas_limit ? m->gas : top->gas_limit, true);
+			   m->gas < top->gas_limit ? m->gas : top->gas_limit);
 		return;
 	case CTXVM_MSG_CALLER: {
 		struct ctxvm_msg r = { .type = CTXVM_MSG_CALLER_REPLY };
