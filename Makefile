@@ -31,6 +31,10 @@ OPT      ?= -O2 -g
 # process (lazy binding wrote the GOT and walked symbol tables in each).
 LIBS     := $(shell pkg-config --libs libsodium 2>/dev/null || echo -lsodium) -lseccomp -lcap \
 	    -Wl,-z,now
+# The runner is linked statically: a context process is a fork of the fork
+# server, and a static image (no ld.so, one mapping per segment, no GOT to
+# copy) forks and exits ~70 us faster than the dynamic one (make bench).
+RUNNER_LINK := -static
 CFLAGS_ALL = $(CSTD) $(OPT) $(WARN) $(INCLUDES) -MMD -MP $(EXTRA_CFLAGS)
 # The 6.1 kselftest harness has unused parameters in its own macros.
 TEST_CFLAGS = $(CFLAGS_ALL) -Wno-unused-parameter -I$(KSFT_DIR)
@@ -80,9 +84,9 @@ $(ASAN)/libctxvm.a: $(call objs,$(ASAN),$(LIB_SRCS))
 	ar rcs $@ $^
 
 $(REL)/ctxvm: $(REL)/obj/userspace/main.o $(REL)/libctxvm.a
-	$(CC) $^ $(LIBS) -o $@
+	$(CC) $(RUNNER_LINK) $^ $(LIBS) -o $@
 $(TST)/ctxvm: $(TST)/obj/userspace/main.o $(TST)/libctxvm.a
-	$(CC) $^ $(LIBS) -o $@
+	$(CC) $(RUNNER_LINK) $^ $(LIBS) -o $@
 $(ASAN)/ctxvm: $(ASAN)/obj/userspace/main.o $(ASAN)/libctxvm.a
 	$(CC) -fsanitize=address,undefined $^ $(LIBS) -o $@
 
@@ -157,13 +161,18 @@ fuzz: deps-fuzz
 	$(BUILD)/fuzz/broker_fuzz -max_total_time=$(FUZZ_SECONDS) \
 		-artifact_prefix=$(BUILD)/fuzz/broker- $(BUILD)/fuzz/broker-corpus
 
+# The floor is linked as the runner is (a fork of a like image), and once
+# dynamically, as a C program usually is.
 $(BUILD)/bench/floor: tests/bench/floor.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) -O2 $(WARN) $(RUNNER_LINK) $< -o $@
+$(BUILD)/bench/floor-dynamic: tests/bench/floor.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) -O2 $(WARN) $< -o $@
 $(BUILD)/bench/fib_native: tests/bench/fib_native.c shared/field.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) -O2 $(WARN) $(INCLUDES) $< -o $@
-bench: deps all $(BUILD)/bench/floor $(BUILD)/bench/fib_native
+bench: deps all $(BUILD)/bench/floor $(BUILD)/bench/floor-dynamic $(BUILD)/bench/fib_native
 	@tools/bench.sh
 	@$(MAKE) --no-print-directory vm-bench
 

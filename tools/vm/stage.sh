@@ -23,11 +23,11 @@ FUZZ_SECONDS=${VM_FUZZ_SECONDS:-120}
 rm -rf "$root"
 mkdir -p "$root/tests" "$root/ctxvm"
 
-# A dynamic binary and every library it loads, at the same paths.
+# A binary and every library it loads (none if it is static), at the same paths.
 copy_dyn() {
 	mkdir -p "$root/ctxvm/$(dirname "$1")"
 	cp "$1" "$root/ctxvm/$1"
-	for lib in $(ldd "$1" | grep -o '/[^ ]*'); do
+	for lib in $(ldd "$1" 2>/dev/null | grep -o '/[^ ]*'); do
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
 	done
