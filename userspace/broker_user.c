@@ -56,9 +56,8 @@ struct slot {
 
 /* A pre-forked process waiting for its first (and only) RUN. */
 struct pooled {
-	int fd;                 /* -1: its fork failed */
-	pid_t pid;              /* 0 until the fork server says */
-	uint64_t tag;
+	int fd;
+	pid_t pid;
 };
 
 /* A CPU clock check this early costs nothing but an extra look. */
@@ -81,6 +80,7 @@ struct ubroker {
 	unsigned pool_size;
 	struct pooled pool[CTX_USER_POOL_MAX];  /* a ring, oldest at pool_head */
 	unsigned pool_head, pool_count;
+	unsigned pool_pending;  /* asked for, not yet arrived on the note */
 	uint64_t next_tag;
 	bool done;
 	enum ctx_error_kind result;
@@ -126,52 +126,63 @@ unsigned ctx_user_test_nserved;
 volatile pid_t ctx_user_test_callee;
 #endif
 
-/* A pid the fork server reported goes to the pool entry or slot that waits for it. */
-static void take_spawned(struct ubroker *ub, const struct fs_spawned *sp)
+/*
+ * What the fork server reported: the pid of a fresh process goes to the
+ * slot that waits for it; a pooled process (with our end of its endpoint)
+ * joins the pool.
+ */
+static void take_spawned(struct ubroker *ub, const struct fs_spawned *sp, int fd)
 {
 	pid_t pid = sp->pid > 0 ? (pid_t)sp->pid : -1;
 
-	for (unsigned i = 0; i < ub->pool_count; i++) {
-		struct pooled *p = &ub->pool[(ub->pool_head + i) % CTX_USER_POOL_MAX];
-
-		if (p->tag != sp->tag)
-			continue;
-		p->pid = pid;
-		if (pid < 0 && p->fd >= 0) {
-			close(p->fd);   /* its fork failed: take_pooled skips it */
-			p->fd = -1;
-		}
-		return;
-	}
-	for (unsigned i = 0; i < ub->hi; i++)
+	for (unsigned i = 0; fd < 0 && i < ub->hi; i++)
 		if (ub->slots[i].fd >= 0 && ub->slots[i].pid == 0 && ub->slots[i].tag == sp->tag) {
 			ub->slots[i].pid = pid;
 			if (pid < 0)
 				ub->slots[i].spawn_errno = (int)-sp->pid;
 			return;
 		}
+	/* A pooled one, or its failure (then calls fork fresh processes until a refill works). */
+	if (ub->pool_pending)
+		ub->pool_pending--;
+	if (fd < 0)
+		return;
+	if (pid < 0 || ub->pool_count == CTX_USER_POOL_MAX) {
+		close(fd);
+		return;
+	}
+	ub->pool[(ub->pool_head + ub->pool_count++) % CTX_USER_POOL_MAX] =
+		(struct pooled){ .fd = fd, .pid = pid };
 }
 
 static void drain_spawned(struct ubroker *ub)
 {
-	struct fs_spawned sp;
+	struct fs_spawned sp = { 0 };
+	int fd;
 
-	while (forkserver_next_spawned(&ub->fs, &sp, false) == 1)
-		take_spawned(ub, &sp);
+	while (forkserver_next_spawned(&ub->fs, &sp, &fd, false) == 1)
+		take_spawned(ub, &sp, fd);
 }
 
-/* The pid of a slot's process; a pooled one's may still be on its way. -1: none. */
+/* The pid of a slot's process; a fresh one's may still be on its way. -1: none. */
 static pid_t slot_pid(struct ubroker *ub, struct slot *s)
 {
 	while (s->pid == 0) {
-		struct fs_spawned sp;
+		struct fs_spawned sp = { 0 };
+		int fd;
 
-		if (forkserver_next_spawned(&ub->fs, &sp, true) != 1)
+		if (forkserver_next_spawned(&ub->fs, &sp, &fd, true) != 1)
 			s->pid = -1;
 		else
-			take_spawned(ub, &sp);
+			take_spawned(ub, &sp, fd);
 	}
 	return s->pid;
+}
+
+/* With a CPU for the fork server beside the session's (and so a pool). */
+static bool two_cpus(const struct ubroker *ub)
+{
+	return ub->fs.server_cpu != ub->fs.cpu;
 }
 
 /* Keep `hi` just past the last slot in use, so the poll loop scans no more. */
@@ -182,22 +193,21 @@ static void trim_hi(struct ubroker *ub)
 }
 
 /*
- * Close the endpoint and end the process.  With `how`, wait for it and say
- * how it ended; without, SIGKILL it and leave the reaping to the fork
- * server's next request: nothing waits for an exit on the path of a call.
+ * End the process and its endpoint.  With `how`, wait for it and say how it
+ * ended.  Without, nothing waits for an exit on the path of a call: with a
+ * CPU of its own, the fork server does all of it there (and brings a pooled
+ * process's replacement in the same request); on one CPU, the process is
+ * SIGKILLed and reaped with the server's next request.
  */
 static void release_slot(struct ubroker *ub, uint64_t owner, struct reaped *how)
 {
 	struct slot *s = &ub->slots[owner];
 	pid_t pid;
+	int fd = s->fd;
 
-	if (s->fd < 0)
+	if (fd < 0)
 		return;
 	pid = slot_pid(ub, s);  /* while the slot is live, so a late pid still finds it */
-	/* Before the close: EOF wakes it, and it exits where it is then allowed to run. */
-	if (!how && pid > 0)
-		forkserver_place(&ub->fs, pid, false);
-	close(s->fd);
 	s->fd = -1;
 	s->watched = false;
 #ifdef CTXVM_TESTING
@@ -205,10 +215,22 @@ static void release_slot(struct ubroker *ub, uint64_t owner, struct reaped *how)
 		ctx_user_test_served[ctx_user_test_nserved++] =
 			(struct ctx_user_served){ .pid = pid, .pooled = s->pooled };
 #endif
-	if (how && (pid <= 0 || forkserver_reap(&ub->fs, pid, how) < 0))
-		how->status = -1;
-	else if (!how && pid > 0)
-		forkserver_release(&ub->fs, pid);
+	if (!how && pid > 0 && two_cpus(ub)) {
+		uint64_t respawn = 0;
+
+		if (s->pooled && ub->pool_count + ub->pool_pending < ub->pool_size) {
+			respawn = ++ub->next_tag;
+			ub->pool_pending++;
+		}
+		if (forkserver_end(&ub->fs, pid, fd, respawn, ub->opts->gas) < 0 && respawn)
+			ub->pool_pending--;
+	} else {
+		close(fd);
+		if (how && (pid <= 0 || forkserver_reap(&ub->fs, pid, how) < 0))
+			how->status = -1;
+		else if (!how && pid > 0)
+			forkserver_release(&ub->fs, pid);
+	}
 	trim_hi(ub);
 }
 
@@ -237,23 +259,32 @@ static void watch(struct ubroker *ub, struct slot *s)
 	s->check_ns = now_ns() + (s->budget_ns - used) + WATCH_SLACK_NS;
 }
 
-/* The oldest pooled process, or false if the pool is empty. */
+/*
+ * The oldest pooled process, or false if the pool is empty and none is on
+ * its way.  One on its way is waited for: a fresh process instead would be
+ * locked down on the session's CPU.
+ */
 static bool take_pooled(struct ubroker *ub, struct slot *s, uint64_t gas_limit)
 {
-	while (ub->pool_count) {
+	drain_spawned(ub);
+	while (!ub->pool_count && ub->pool_pending) {
+		struct fs_spawned sp = { 0 };
+		int fd;
+
+		if (forkserver_next_spawned(&ub->fs, &sp, &fd, true) != 1)
+			break;
+		take_spawned(ub, &sp, fd);
+	}
+	if (ub->pool_count) {
 		struct pooled p = ub->pool[ub->pool_head];
 
 		ub->pool_head = (ub->pool_head + 1) % CTX_USER_POOL_MAX;
 		ub->pool_count--;
-		if (p.fd < 0)
-			continue;
 		s->fd = p.fd;
 		s->pid = p.pid;
-		s->tag = p.tag;
 		s->pooled = true;
 		/* Where it is woken: the RUN must not cross CPUs. */
-		if (ub->fs.server_cpu != ub->fs.cpu && slot_pid(ub, s) > 0)
-			forkserver_place(&ub->fs, s->pid, true);
+		forkserver_place(&ub->fs, s->pid, true);
 		s->watched = true;
 		s->budget_ns = sandbox_cpu_budget_ns(gas_limit);
 		s->check_ns = s->budget_ns > UINT64_MAX / 2 ? UINT64_MAX
@@ -263,27 +294,20 @@ static bool take_pooled(struct ubroker *ub, struct slot *s, uint64_t gas_limit)
 	return false;
 }
 
-/* Top the pool up; called once a reply is sent, off the path of the call. */
+/*
+ * Top the pool up; called once a reply is sent, off the path of the call.
+ * Pooled processes carry the run's ceiling: no call of this run gets more
+ * gas than the root.
+ */
 static void pool_refill(struct ubroker *ub)
 {
 	if (!ub->pool_size)
 		return;
 	drain_spawned(ub);      /* so the fork server never waits on a full socket */
-	while (ub->pool_count < ub->pool_size) {
-		struct pooled *p = &ub->pool[(ub->pool_head + ub->pool_count) % CTX_USER_POOL_MAX];
-		int sv[2];
-
-		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+	while (ub->pool_count + ub->pool_pending < ub->pool_size) {
+		if (forkserver_spawn_pooled(&ub->fs, ub->opts->gas, ++ub->next_tag) < 0)
 			return;         /* calls fork fresh processes meanwhile */
-		*p = (struct pooled){ .fd = sv[0], .tag = ++ub->next_tag };
-		/* The run's ceiling: no call of this run gets more gas than the root. */
-		if (forkserver_spawn_async(&ub->fs, sv[1], ub->opts->gas, p->tag, true) < 0) {
-			close(sv[0]);
-			close(sv[1]);
-			return;
-		}
-		close(sv[1]);
-		ub->pool_count++;
+		ub->pool_pending++;
 	}
 }
 
@@ -309,7 +333,7 @@ static int64_t new_slot(struct ubroker *ub, uint64_t gas_limit)
 				goto fail;
 			drain_spawned(ub);
 			s->tag = ++ub->next_tag;
-			if (forkserver_spawn_async(&ub->fs, sv[1], gas_limit, s->tag, false) < 0) {
+			if (forkserver_spawn_async(&ub->fs, sv[1], gas_limit, s->tag) < 0) {
 				int e = errno;
 
 				close(sv[0]);
@@ -488,7 +512,7 @@ static void on_call(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg *
 		start_frame(ub, &g, (uint32_t)m->kind, (uint32_t)m->proc, (uint32_t)m->pc,
 			    (uint32_t)m->budget, m->window);
 		/* The RUN is out; a server with a CPU of its own refills while it runs. */
-		if (ub->fs.server_cpu != ub->fs.cpu)
+		if (two_cpus(ub))
 			pool_refill(ub);
 		return;
 	}
@@ -512,6 +536,12 @@ static void on_return(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg
 		answer(ub, owner, ctxvm_status_errno(st));
 		return;
 	}
+	/*
+	 * A callee is done once answered: moved first, it wakes on the
+	 * server's CPU for its answer, and the session's goes on.
+	 */
+	if (owner != 0 && two_cpus(ub) && slot_pid(ub, &ub->slots[owner]) > 0)
+		forkserver_place(&ub->fs, ub->slots[owner].pid, false);
 	answer(ub, owner, 0);
 	trace_close(ub, idx, m->gas, CTX_OK);
 	if (u.popped_guarded)
@@ -526,7 +556,7 @@ static void on_return(struct ubroker *ub, uint64_t owner, const struct ctxvm_msg
 	/*
 	 * The reply is out: the caller is not kept waiting for what follows.
 	 * The callee waits in its endpoint for this (ctxproc.c), so its exit
-	 * happens where release_slot puts it.
+	 * happens where release_slot has it happen.
 	 */
 	if (owner != 0)
 		release_slot(ub, owner, NULL);
@@ -755,8 +785,7 @@ enum ctx_error_kind ctx_run_user_with(const struct ctx_program *prog, const stru
 			release_slot(ub, i, NULL);
 	/* Never handed out: the fork server kills them when it stops. */
 	for (; ub->pool_count; ub->pool_count--, ub->pool_head = (ub->pool_head + 1) % CTX_USER_POOL_MAX)
-		if (ub->pool[ub->pool_head].fd >= 0)
-			close(ub->pool[ub->pool_head].fd);
+		close(ub->pool[ub->pool_head].fd);
 out_stop:
 	forkserver_stop(&ub->fs);
 out_free:

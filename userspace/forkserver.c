@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -27,14 +28,67 @@
 #define AS_MARGIN (64ull << 20)         /* interpreter, stacks, libc */
 #define SETUP_FAILED_EXIT 120
 
-enum { FS_SPAWN = 1, FS_REAP = 2, FS_SPAWN_ASYNC = 3, FS_REAP_DEAD = 4 };
+enum {
+	FS_SPAWN = 1, FS_REAP = 2, FS_SPAWN_ASYNC = 3, FS_REAP_DEAD = 4,
+	FS_SPAWN_POOLED = 5,    /* the server makes the endpoint; ours comes on the note */
+	FS_RELEASE = 6,         /* end this process, close its endpoint (ours, passed back) */
+};
+
+/* One packet, with `fd` (if >= 0) passed along as SCM_RIGHTS. */
+static ssize_t send_with_fd(int sock, const void *buf, size_t len, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (fd >= 0) {
+		struct cmsghdr *c;
+
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	return sendmsg(sock, &mh, MSG_NOSIGNAL);
+}
+
+/* One packet of exactly `len` bytes, and the fd passed with it (else -1): 0, or -1. */
+static int recv_with_fd(int sock, void *buf, size_t len, int flags, int *fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { buf, len };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+	};
+	struct cmsghdr *c;
+	ssize_t n;
+
+	*fd = -1;
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
+	while (n < 0 && errno == EINTR);
+	for (c = CMSG_FIRSTHDR(&mh); n > 0 && c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(fd, CMSG_DATA(c), sizeof(int));
+	if (n == (ssize_t)len)
+		return 0;
+	if (n >= 0)
+		errno = n ? EPROTO : ECONNRESET;        /* not a stale EAGAIN */
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+	return -1;
+}
 
 struct fs_request {
 	uint64_t op;
 	uint64_t pid;
 	uint64_t gas;
 	uint64_t tag;
-	uint64_t pooled;                /* leave it on the server's CPU */
+	uint64_t pooled;                /* FS_RELEASE: fork a pooled replacement too */
 	uint64_t ndead;                 /* released processes to reap first */
 	uint64_t dead[FS_DEAD_BATCH];
 };
@@ -53,16 +107,34 @@ struct children {
 static bool children_add(struct children *c, pid_t pid)
 {
 	if (c->n == c->cap) {
-		size_t cap = c->cap ? 2 * c->cap : 64;
-		pid_t *p = realloc(c->pid, cap * sizeof(*p));
+		size_t cap = c->cap ? 2 * c->cap : 1024;
+		pid_t *p = mmap(NULL, cap * sizeof(*p), PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-		if (!p)
+		if (p == MAP_FAILED)
 			return false;
+		/*
+		 * No child needs the list: written after every fork, a page
+		 * shared with the child would be copied each time (~5 us).
+		 */
+		(void)madvise(p, cap * sizeof(*p), MADV_DONTFORK);
+		if (c->n)
+			memcpy(p, c->pid, c->n * sizeof(*p));
+		if (c->pid)
+			munmap(c->pid, c->cap * sizeof(*p));
 		c->pid = p;
 		c->cap = cap;
 	}
 	c->pid[c->n++] = pid;
 	return true;
+}
+
+static bool children_has(const struct children *c, pid_t pid)
+{
+	for (size_t i = c->n; i-- > 0;)
+		if (c->pid[i] == pid)
+			return true;
+	return false;
 }
 
 /* Only a pid the server forked and has not reaped may be signalled: no other process. */
@@ -91,24 +163,7 @@ static uint64_t vm_size_bytes(void)
 
 static int recv_request(int ctrl, struct fs_request *req, int *fd)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { req, sizeof(*req) };
-	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf),
-	};
-	struct cmsghdr *c;
-	ssize_t n;
-
-	*fd = -1;
-	do
-		n = recvmsg(ctrl, &mh, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(*req))
-		return -1;
-	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-			memcpy(fd, CMSG_DATA(c), sizeof(int));
-	return 0;
+	return recv_with_fd(ctrl, req, sizeof(*req), 0, fd);
 }
 
 static int64_t kill_and_wait(struct children *c, pid_t pid, uint64_t *cpu_ns)
@@ -147,22 +202,110 @@ static void set_cpu(pid_t pid, int cpu)
 	(void)sched_setaffinity(pid, sizeof(one), &one);       /* only speed depends on it */
 }
 
-static void serve(int ctrl, int note, const struct ctx_program *prog,
-		  const struct run_options *opts, bool kmod_endpoint, int session_cpu)
-{
-	struct run_options child_opts = *opts;
+/* What the server forks every context with. */
+struct server {
+	int ctrl, note;
+	const struct ctx_program *prog;
+	struct run_options child_opts;
 	struct sandbox_filter filter;
-	struct children kids = { 0 };
+	struct children kids;
 	uint64_t as_base;
-	char err[256];
-	pid_t self = getpid();
+	uint64_t mem_limit;
+	pid_t self;
+	bool kmod_endpoint;
+	int session_cpu;        /* -1: the server shares the session's CPU */
+	int server_cpu;
+};
 
-	child_opts.trace = false;       /* the broker traces */
-	child_opts.kmod_endpoint = kmod_endpoint;
+/* A locked-down context process on `endpoint`: its pid, or -errno. */
+static int64_t spawn(struct server *sv, int endpoint, uint64_t gas, bool pooled)
+{
+	pid_t pid = fork();
+	char err[256];
+
+	if (pid == 0) {
+		struct sandbox_limits lim = {
+			.cpu_ns = sandbox_cpu_budget_ns(gas),
+			.as_bytes = sv->as_base + sv->mem_limit + sv->mem_limit / 4 + AS_MARGIN,
+			.parent_pid = sv->self,
+			.namespaces = false,    /* the fork server's, above */
+			.kmod_endpoint = sv->kmod_endpoint,
+			.privileges_dropped = true,
+		};
+
+#ifdef CTXVM_TESTING
+		if (ctx_test.scan_secret_masked)
+			ctxproc_scan_prepare();
+#endif
+		if (sandbox_enter(&sv->filter, &lim, endpoint, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ctxvm: sandbox: %s\n", err);
+			_exit(SETUP_FAILED_EXIT);
+		}
+#ifdef CTXVM_TESTING
+		if (ctx_test.context_main) {
+			ctx_test.context_main(SANDBOX_ENDPOINT_FD, sv->kmod_endpoint);
+			_exit(0);
+		}
+#endif
+		ctxproc_main(sv->prog, &sv->child_opts, SANDBOX_ENDPOINT_FD,
+			     (pooled ? CTXPROC_WARM_UP : 0) |
+			     (sv->session_cpu >= 0 ? CTXPROC_LINGER : 0));
+	}
+	if (pid < 0)
+		return -errno;  /* the cause, for the runner */
+	if (!pooled && sv->session_cpu >= 0)
+		set_cpu(pid, sv->session_cpu);
+	if (!children_add(&sv->kids, pid)) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return -ENOMEM;
+	}
+	return pid;
+}
+
+/* A pid (or -errno) for the runner's `tag`, with the runner's end of a new endpoint. */
+static void send_note(struct server *sv, uint64_t tag, int64_t value, int fd)
+{
+	struct fs_spawned sp = { tag, value };
+
+	if (send_with_fd(sv->note, &sp, sizeof(sp), fd) != (ssize_t)sizeof(sp))
+		stop_all(&sv->kids);
+}
+
+/*
+ * A pooled process on an endpoint made here, so the runner's CPU spends
+ * nothing on it: the runner's end goes back with the pid on the note.
+ */
+static void spawn_pooled(struct server *sv, uint64_t tag, uint64_t gas)
+{
+	int pair[2];
+	int64_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
+		send_note(sv, tag, -errno, -1);
+		return;
+	}
+	pid = spawn(sv, pair[1], gas, true);
+	close(pair[1]);
+	send_note(sv, tag, pid, pid > 0 ? pair[0] : -1);
+	close(pair[0]);
+}
+
+static void serve(int ctrl, int note, const struct ctx_program *prog,
+		  const struct run_options *opts, bool kmod_endpoint, int session_cpu, int server_cpu)
+{
+	char err[256];
+	struct server sv = {
+		.ctrl = ctrl, .note = note, .prog = prog, .child_opts = *opts,
+		.mem_limit = opts->mem_limit, .self = getpid(), .kmod_endpoint = kmod_endpoint,
+		.session_cpu = session_cpu, .server_cpu = server_cpu,
+	};
+	sv.child_opts.trace = false;    /* the broker traces */
+	sv.child_opts.kmod_endpoint = kmod_endpoint;
 	/* The root's inputs are its own: no other context may find them in its copy. */
-	memset(child_opts.inputs, 0, sizeof(child_opts.inputs));
+	memset(sv.child_opts.inputs, 0, sizeof(sv.child_opts.inputs));
 	memset((void *)opts->inputs, 0, sizeof(opts->inputs));
-	if (sandbox_filter_build(&filter, kmod_endpoint, err, sizeof(err)) < 0) {
+	if (sandbox_filter_build(&sv.filter, kmod_endpoint, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ctxvm: fork server: %s\n", err);
 		_exit(SETUP_FAILED_EXIT);
 	}
@@ -202,74 +345,45 @@ static void serve(int ctrl, int note, const struct ctx_program *prog,
 	 * than dying of a signal it cannot handle.
 	 */
 	signal(SIGPIPE, SIG_IGN);
-	as_base = vm_size_bytes();
+	sv.as_base = vm_size_bytes();
 	for (;;) {
 		struct fs_request req = { 0 };
 		struct fs_reply rep = { -1, 0 };
+		uint64_t ignored;
 		int fd;
 
 		if (recv_request(ctrl, &req, &fd) < 0)
-			stop_all(&kids);        /* the runner is gone or done */
+			stop_all(&sv.kids);     /* the runner is gone or done */
 		/* Already SIGKILLed by the runner; here they stop being zombies. */
-		for (uint64_t i = 0; i < req.ndead && i < FS_DEAD_BATCH; i++) {
-			uint64_t ignored;
-
-			kill_and_wait(&kids, (pid_t)req.dead[i], &ignored);
-		}
-		if ((req.op == FS_SPAWN || req.op == FS_SPAWN_ASYNC) && fd >= 0) {
-			pid_t pid = fork();
-
-			if (pid == 0) {
-				struct sandbox_limits lim = {
-					.cpu_ns = sandbox_cpu_budget_ns(req.gas),
-					.as_bytes = as_base + opts->mem_limit + opts->mem_limit / 4 + AS_MARGIN,
-					.parent_pid = self,
-					.namespaces = false,    /* the fork server's, above */
-					.kmod_endpoint = kmod_endpoint,
-					.privileges_dropped = true,
-				};
-
-#ifdef CTXVM_TESTING
-				if (ctx_test.scan_secret_masked)
-					ctxproc_scan_prepare();
-#endif
-				if (sandbox_enter(&filter, &lim, fd, err, sizeof(err)) < 0) {
-					fprintf(stderr, "ctxvm: sandbox: %s\n", err);
-					_exit(SETUP_FAILED_EXIT);
-				}
-#ifdef CTXVM_TESTING
-				if (ctx_test.context_main) {
-					ctx_test.context_main(SANDBOX_ENDPOINT_FD, kmod_endpoint);
-					_exit(0);
-				}
-#endif
-				ctxproc_main(prog, &child_opts, SANDBOX_ENDPOINT_FD,
-					     (req.pooled ? CTXPROC_WARM_UP : 0) |
-					     (session_cpu >= 0 ? CTXPROC_LINGER : 0));
-			}
-			if (pid > 0 && !req.pooled && session_cpu >= 0)
-				set_cpu(pid, session_cpu);
-			if (pid > 0 && !children_add(&kids, pid)) {
-				kill(pid, SIGKILL);
-				waitpid(pid, NULL, 0);
-				pid = -1;
-				errno = ENOMEM;
-			}
-			rep.value = pid < 0 ? -errno : pid;   /* the cause, for the runner */
-		} else if (req.op == FS_REAP) {
-			rep.value = kill_and_wait(&kids, (pid_t)req.pid, &rep.cpu_ns);
+		for (uint64_t i = 0; i < req.ndead && i < FS_DEAD_BATCH; i++)
+			kill_and_wait(&sv.kids, (pid_t)req.dead[i], &ignored);
+		switch (req.op) {
+		case FS_SPAWN:
+		case FS_SPAWN_ASYNC:
+			rep.value = fd >= 0 ? spawn(&sv, fd, req.gas, false) : -EBADF;
+			break;
+		case FS_SPAWN_POOLED:
+			spawn_pooled(&sv, req.tag, req.gas);
+			break;
+		case FS_REAP:
+			rep.value = kill_and_wait(&sv.kids, (pid_t)req.pid, &rep.cpu_ns);
+			break;
+		case FS_RELEASE:
+			/* Its exit, here on the server's CPU; then the endpoint, whose peer is gone. */
+			if (sv.session_cpu >= 0 && children_has(&sv.kids, (pid_t)req.pid))
+				set_cpu((pid_t)req.pid, sv.server_cpu);
+			kill_and_wait(&sv.kids, (pid_t)req.pid, &ignored);
+			if (req.pooled)
+				spawn_pooled(&sv, req.tag, req.gas);
+			break;
 		}
 		if (fd >= 0)
 			close(fd);
-		if (req.op == FS_SPAWN_ASYNC) {
-			struct fs_spawned sp = { req.tag, rep.value };
-
-			if (send(note, &sp, sizeof(sp), MSG_NOSIGNAL) != (ssize_t)sizeof(sp))
-				stop_all(&kids);
-		} else if (req.op != FS_REAP_DEAD &&
-			   send(ctrl, &rep, sizeof(rep), MSG_NOSIGNAL) != (ssize_t)sizeof(rep)) {
-			stop_all(&kids);
-		}
+		if (req.op == FS_SPAWN_ASYNC)
+			send_note(&sv, req.tag, rep.value, -1);
+		else if ((req.op == FS_SPAWN || req.op == FS_REAP) &&
+			 send(ctrl, &rep, sizeof(rep), MSG_NOSIGNAL) != (ssize_t)sizeof(rep))
+			stop_all(&sv.kids);
 	}
 }
 
@@ -339,7 +453,7 @@ int forkserver_start(struct forkserver *fs, const struct ctx_program *prog,
 		if (fs->server_cpu != fs->cpu)
 			set_cpu(0, fs->server_cpu);
 		serve(sv[1], nv[1], prog, opts, fs->kmod_endpoint,
-		      fs->server_cpu != fs->cpu ? fs->cpu : -1);
+		      fs->server_cpu != fs->cpu ? fs->cpu : -1, fs->server_cpu);
 	}
 	close(sv[1]);
 	close(nv[1]);
@@ -351,25 +465,10 @@ int forkserver_start(struct forkserver *fs, const struct ctx_program *prog,
 /* Every request carries the released processes not yet reaped. */
 static int send_request(struct forkserver *fs, struct fs_request *req, int fd)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-	struct iovec iov = { req, sizeof(*req) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-
-	if (fd >= 0) {
-		struct cmsghdr *c;
-
-		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
 	req->ndead = fs->ndead;
 	for (unsigned i = 0; i < fs->ndead; i++)
 		req->dead[i] = (uint64_t)fs->dead[i];
-	if (sendmsg(fs->ctrl, &mh, MSG_NOSIGNAL) != (ssize_t)sizeof(*req))
+	if (send_with_fd(fs->ctrl, req, sizeof(*req), fd) != (ssize_t)sizeof(*req))
 		return -1;
 	fs->ndead = 0;
 	return 0;
@@ -404,12 +503,9 @@ pid_t forkserver_spawn(struct forkserver *fs, int endpoint, uint64_t gas_limit)
 	return (pid_t)rep.value;
 }
 
-int forkserver_spawn_async(struct forkserver *fs, int endpoint, uint64_t gas_limit, uint64_t tag,
-			   bool pooled)
+int forkserver_spawn_async(struct forkserver *fs, int endpoint, uint64_t gas_limit, uint64_t tag)
 {
-	struct fs_request req = {
-		.op = FS_SPAWN_ASYNC, .gas = gas_limit, .tag = tag, .pooled = pooled,
-	};
+	struct fs_request req = { .op = FS_SPAWN_ASYNC, .gas = gas_limit, .tag = tag };
 
 	return send_request(fs, &req, endpoint);
 }
@@ -420,16 +516,31 @@ void forkserver_place(struct forkserver *fs, pid_t pid, bool session)
 		set_cpu(pid, session ? fs->cpu : fs->server_cpu);
 }
 
-int forkserver_next_spawned(struct forkserver *fs, struct fs_spawned *out, bool wait)
+int forkserver_next_spawned(struct forkserver *fs, struct fs_spawned *out, int *fd, bool wait)
 {
-	ssize_t n;
+	if (recv_with_fd(fs->note, out, sizeof(*out), wait ? 0 : MSG_DONTWAIT, fd) == 0)
+		return 1;
+	return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+}
 
-	do
-		n = recv(fs->note, out, sizeof(*out), wait ? 0 : MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-		return 0;
-	return n == (ssize_t)sizeof(*out) ? 1 : -1;
+int forkserver_spawn_pooled(struct forkserver *fs, uint64_t gas_limit, uint64_t tag)
+{
+	struct fs_request req = { .op = FS_SPAWN_POOLED, .gas = gas_limit, .tag = tag };
+
+	return send_request(fs, &req, -1);
+}
+
+int forkserver_end(struct forkserver *fs, pid_t pid, int endpoint, uint64_t respawn_tag,
+		   uint64_t gas_limit)
+{
+	struct fs_request req = {
+		.op = FS_RELEASE, .pid = (uint64_t)pid, .tag = respawn_tag,
+		.gas = gas_limit, .pooled = respawn_tag != 0,
+	};
+	int r = send_request(fs, &req, endpoint);
+
+	close(endpoint);        /* ours; the request holds the endpoint until the server has it */
+	return r;
 }
 
 int forkserver_reap(struct forkserver *fs, pid_t pid, struct reaped *out)

@@ -7,11 +7,13 @@
  * that has never run other code (no reuse).
  *
  * Requests go one way on `ctrl`.  forkserver_spawn and forkserver_reap wait
- * for their answer there; forkserver_spawn_async does not (its pid comes
- * later on `note`), and forkserver_release kills the process itself and
- * leaves the reaping to the server with the next request, so the broker
- * never waits for a fork or an exit on the path of a call, and the server
- * is not woken once more per call just to reap.
+ * for their answer there; forkserver_spawn_async and forkserver_spawn_pooled
+ * do not (the pid, and a pooled process's endpoint, come later on `note`).
+ * forkserver_release kills the process itself and leaves the reaping to the
+ * server with the next request; forkserver_end leaves all of it (and a
+ * replacement) to the server.  So the broker never waits for a fork or an
+ * exit on the path of a call, and the server is not woken once more per
+ * call just to reap.
  */
 #ifndef CTXVM_FORKSERVER_H
 #define CTXVM_FORKSERVER_H
@@ -67,15 +69,31 @@ pid_t forkserver_spawn(struct forkserver *fs, int endpoint, uint64_t gas_limit);
 /*
  * The same without waiting: 0 once the request is sent; the pid arrives on
  * fs->note as a struct fs_spawned carrying `tag` (forkserver_next_spawned).
- * A `pooled` process stays on the server's CPU until placed; any other is
- * moved to the session's at once.
+ * The process is moved to the session's CPU at once.
  */
-int forkserver_spawn_async(struct forkserver *fs, int endpoint, uint64_t gas_limit, uint64_t tag,
-			   bool pooled);
+int forkserver_spawn_async(struct forkserver *fs, int endpoint, uint64_t gas_limit, uint64_t tag);
 /* Move a process to the session's CPU, or to the server's (a no-op if they are one). */
 void forkserver_place(struct forkserver *fs, pid_t pid, bool session);
-/* 1 and *out, 0 if none is there and !wait, -1 if the server is gone. */
-int forkserver_next_spawned(struct forkserver *fs, struct fs_spawned *out, bool wait);
+/*
+ * 1 and *out, 0 if none is there and !wait, -1 if the server is gone.  *fd
+ * is the runner's end of the endpoint of a forkserver_spawn_pooled process,
+ * else -1.
+ */
+int forkserver_next_spawned(struct forkserver *fs, struct fs_spawned *out, int *fd, bool wait);
+/*
+ * A pre-forked process, on an endpoint the server makes (so its cost is
+ * not the caller's): pid and the caller's end arrive on fs->note.  It stays
+ * on the server's CPU until placed.
+ */
+int forkserver_spawn_pooled(struct forkserver *fs, uint64_t gas_limit, uint64_t tag);
+/*
+ * End a process on the server's CPU: the server moves it there, kills and
+ * reaps it, and closes `endpoint` (always closed here) once its peer is
+ * gone, all off the caller's CPU.  A nonzero respawn_tag asks for a pooled
+ * replacement in the same request.
+ */
+int forkserver_end(struct forkserver *fs, pid_t pid, int endpoint, uint64_t respawn_tag,
+		   uint64_t gas_limit);
 /* SIGKILL (harmless if already dead) and wait; no zombie is left. */
 int forkserver_reap(struct forkserver *fs, pid_t pid, struct reaped *out);
 /*
