@@ -164,18 +164,24 @@ static void drain_spawned(struct ubroker *ub)
 		take_spawned(ub, &sp, fd);
 }
 
+/* Wait for the fork server's next report and take it; false if it is gone. */
+static bool wait_spawned(struct ubroker *ub)
+{
+	struct fs_spawned sp = { 0 };
+	int fd;
+
+	if (forkserver_next_spawned(&ub->fs, &sp, &fd, true) != 1)
+		return false;
+	take_spawned(ub, &sp, fd);
+	return true;
+}
+
 /* The pid of a slot's process; a fresh one's may still be on its way. -1: none. */
 static pid_t slot_pid(struct ubroker *ub, struct slot *s)
 {
-	while (s->pid == 0) {
-		struct fs_spawned sp = { 0 };
-		int fd;
-
-		if (forkserver_next_spawned(&ub->fs, &sp, &fd, true) != 1)
+	while (s->pid == 0)
+		if (!wait_spawned(ub))
 			s->pid = -1;
-		else
-			take_spawned(ub, &sp, fd);
-	}
 	return s->pid;
 }
 
@@ -267,14 +273,9 @@ static void watch(struct ubroker *ub, struct slot *s)
 static bool take_pooled(struct ubroker *ub, struct slot *s, uint64_t gas_limit)
 {
 	drain_spawned(ub);
-	while (!ub->pool_count && ub->pool_pending) {
-		struct fs_spawned sp = { 0 };
-		int fd;
-
-		if (forkserver_next_spawned(&ub->fs, &sp, &fd, true) != 1)
+	while (!ub->pool_count && ub->pool_pending)
+		if (!wait_spawned(ub))
 			break;
-		take_spawned(ub, &sp, fd);
-	}
 	if (ub->pool_count) {
 		struct pooled p = ub->pool[ub->pool_head];
 
@@ -780,6 +781,7 @@ enum ctx_error_kind ctx_run_user_with(const struct ctx_program *prog, const stru
 	loop(ub);
 	res->contexts = ub->core.contexts;
 	res->max_depth = ub->core.max_depth_seen;
+	ub->pool_size = 0;      /* the run is over: no replacements for what is released now */
 	for (uint64_t i = 0; i < NSLOTS; i++)
 		if (ub->slots[i].fd >= 0)
 			release_slot(ub, i, NULL);

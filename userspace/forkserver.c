@@ -88,7 +88,6 @@ struct fs_request {
 	uint64_t pid;
 	uint64_t gas;
 	uint64_t tag;
-	uint64_t pooled;                /* FS_RELEASE: fork a pooled replacement too */
 	uint64_t ndead;                 /* released processes to reap first */
 	uint64_t dead[FS_DEAD_BATCH];
 };
@@ -373,7 +372,7 @@ static void serve(int ctrl, int note, const struct ctx_program *prog,
 			if (sv.session_cpu >= 0 && children_has(&sv.kids, (pid_t)req.pid))
 				set_cpu((pid_t)req.pid, sv.server_cpu);
 			kill_and_wait(&sv.kids, (pid_t)req.pid, &ignored);
-			if (req.pooled)
+			if (req.tag)    /* and a pooled replacement */
 				spawn_pooled(&sv, req.tag, req.gas);
 			break;
 		}
@@ -535,7 +534,7 @@ int forkserver_end(struct forkserver *fs, pid_t pid, int endpoint, uint64_t resp
 {
 	struct fs_request req = {
 		.op = FS_RELEASE, .pid = (uint64_t)pid, .tag = respawn_tag,
-		.gas = gas_limit, .pooled = respawn_tag != 0,
+		.gas = gas_limit,
 	};
 	int r = send_request(fs, &req, endpoint);
 
